@@ -1,0 +1,192 @@
+"""The evaluator: every tick, read each model's windows and publish one snapshot of figures.
+
+A tick, in order:
+
+1. List the models (configured ones and those the consumers admitted).
+2. For each model, read the short and long windows in one pipelined round trip and split them by
+   series (``detectors.window_summary``).
+3. Hand the windows to every :class:`Contributor` (traffic figures here; drift, quality and alert
+   rules plug in the same way), which add samples to the snapshot.
+4. Add lifetime counters, refused messages, freshness, consumer lag and the tick's own health.
+5. Publish the snapshot to the collector, in one swap.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from alerting import metric_names as names
+from alerting.consumer_lag import ConsumerLagReader
+from alerting.snapshot import Snapshot, SnapshotCollector
+from consumers.window_writer import BAD_EVENTS_FIELD, INVALID_EVENTS_MODEL
+from detectors.latency_sketch import LogBucketMapping
+from detectors.series import Metric, Series, split_field
+from detectors.window_store import WindowStore
+from detectors.window_summary import SeriesWindow, summarise
+from driftline.config import Config
+
+__all__ = ["Contributor", "Evaluator", "ModelWindows", "TrafficFigures"]
+
+log = logging.getLogger(__name__)
+
+LATENCY_QUANTILES = (0.5, 0.95, 0.99)
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class ModelWindows:
+    """One model's windows at one tick: window name -> series -> window."""
+
+    model: str
+    now_ms: int
+    windows: Mapping[str, Mapping[Series, SeriesWindow]]
+    window_seconds: Mapping[str, float]
+
+
+class Contributor(Protocol):
+    """Adds figures computed from a model's windows to the tick's snapshot."""
+
+    def contribute(self, model: ModelWindows, snapshot: Snapshot) -> None: ...
+
+
+class TrafficFigures:
+    """Events, throughput, latency quantiles, error ratio and confidence per series and window."""
+
+    def __init__(self, latency: LogBucketMapping) -> None:
+        self.latency = latency
+
+    def contribute(self, model: ModelWindows, snapshot: Snapshot) -> None:
+        for window_name, by_series in model.windows.items():
+            seconds = model.window_seconds[window_name]
+            for series, window in by_series.items():
+                labels = (model.model, *series, window_name)
+                snapshot.add(names.WINDOW_EVENTS, labels, window.events)
+                snapshot.add(names.THROUGHPUT, labels, window.events / seconds)
+                snapshot.add(names.ERROR_RATIO, labels, window.error_ratio)
+                snapshot.add(names.CONFIDENCE_MEAN, labels, window.confidence_mean)
+                snapshot.add(names.LOW_CONFIDENCE_RATIO, labels, window.low_confidence_ratio)
+                for q in LATENCY_QUANTILES:
+                    milliseconds = window.latency_quantile(self.latency, q)
+                    snapshot.add(names.LATENCY, (*labels, str(q)), milliseconds / 1000)
+
+
+class Evaluator:
+    """Computes snapshots; :meth:`run` ticks until its stop event is set."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: WindowStore,
+        collector: SnapshotCollector,
+        *,
+        contributors: Iterable[Contributor] = (),
+        lag_reader: ConsumerLagReader | None = None,
+        clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.collector = collector
+        latency = LogBucketMapping(config.monitoring.latency_relative_accuracy)
+        self.contributors: list[Contributor] = [TrafficFigures(latency), *contributors]
+        self.lag_reader = lag_reader
+        self.clock_ms = clock_ms
+        self.ticks = 0
+        windows = config.windows
+        self.window_seconds = {"short": windows.short_seconds, "long": windows.long_seconds}
+
+    def models(self) -> list[str]:
+        return sorted(set(self.config.models) | set(self.store.models()))
+
+    def read_model(self, model: str, now_ms: int) -> ModelWindows:
+        lengths_ms = [int(seconds * 1000) for seconds in self.window_seconds.values()]
+        fields = self.store.read_windows(model, lengths_ms, now_ms)
+        return ModelWindows(
+            model=model,
+            now_ms=now_ms,
+            windows={
+                name: summarise(window)
+                for name, window in zip(self.window_seconds, fields, strict=True)
+            },
+            window_seconds=self.window_seconds,
+        )
+
+    def tick(self) -> Snapshot:
+        started = time.perf_counter()
+        now_ms = self.clock_ms()
+        snapshot = Snapshot(taken_at_ms=now_ms)
+        models = self.models()
+        for model in models:
+            windows = self.read_model(model, now_ms)
+            for contributor in self.contributors:
+                contributor.contribute(windows, snapshot)
+            self._lifetime(model, now_ms, snapshot)
+        for name, count in self.store.totals(INVALID_EVENTS_MODEL).items():
+            if name.startswith(BAD_EVENTS_FIELD):
+                snapshot.add(names.BAD_EVENTS_TOTAL, (name[len(BAD_EVENTS_FIELD) :],), count)
+        if self.lag_reader is not None:
+            for (topic, partition), lag in sorted(self.lag_reader.read().items()):
+                labels = (self.lag_reader.group, topic, str(partition))
+                snapshot.add(names.CONSUMER_LAG, labels, lag)
+        snapshot.add(names.MODELS, (), len(models))
+        dropped = _cap_series(snapshot, self.config.evaluator.max_series)
+        snapshot.add(names.SERIES_DROPPED, (), dropped)
+        self.ticks += 1
+        snapshot.add(names.TICKS_TOTAL, (), self.ticks)
+        snapshot.add(names.TICK_DURATION, (), time.perf_counter() - started)
+        snapshot.add(names.LAST_TICK, (), time.time())
+        self.collector.publish(snapshot)
+        return snapshot
+
+    def _lifetime(self, model: str, now_ms: int, snapshot: Snapshot) -> None:
+        for name, count in self.store.totals(model).items():
+            series, metric = split_field(name)
+            if metric == Metric.EVENTS:
+                snapshot.add(names.EVENTS_TOTAL, (model, *series), count)
+            elif metric == Metric.LATE_EVENTS:
+                snapshot.add(names.LATE_EVENTS_TOTAL, (model, *series), count)
+        newest = self.store.newest_event_ms(model)
+        freshness = math.nan if newest is None else max(0.0, (now_ms - newest) / 1000)
+        snapshot.add(names.FRESHNESS, (model,), freshness)
+
+    def run(self, stop: threading.Event) -> None:
+        interval = self.config.evaluator.tick_seconds
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                self.tick()
+            except Exception:  # a failed tick must not end monitoring; the next one retries
+                log.exception("evaluator tick failed")
+            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+
+
+def _cap_series(snapshot: Snapshot, max_series: int) -> int:
+    """Keep at most ``max_series`` label sets per metric; return how many were dropped.
+
+    Whole-traffic series (no segment) are kept first, so a flood of segment values cannot push
+    a model's headline figures out of ``/metrics``.
+    """
+    kept_per_metric: dict[str, int] = {}
+    kept = []
+    dropped = 0
+    ordered = sorted(
+        snapshot.samples,
+        key=lambda s: "segment" in s.metric.labels and s.labels[3] != "",
+    )
+    for sample in ordered:
+        count = kept_per_metric.get(sample.metric.name, 0)
+        if count >= max_series:
+            dropped += 1
+            continue
+        kept_per_metric[sample.metric.name] = count + 1
+        kept.append(sample)
+    snapshot.samples = kept
+    return dropped

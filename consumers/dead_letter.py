@@ -1,0 +1,71 @@
+"""The dead-letter topic: refused messages, unchanged, with why in their headers.
+
+Each dead-lettered message keeps its original key and value and carries the headers
+``driftline.reason`` (an :class:`~driftline.events.InvalidReason` value), ``driftline.detail``,
+``driftline.source.topic``, ``driftline.source.partition`` and ``driftline.source.offset``, so a
+team can inspect, fix and replay it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+__all__ = ["DeadLetterError", "DeadLetterPublisher", "dead_letter_headers"]
+
+log = logging.getLogger(__name__)
+
+
+class DeadLetterError(RuntimeError):
+    """The dead-letter topic could not take a message; the batch must not be committed."""
+
+
+def dead_letter_headers(
+    reason: str, detail: str, topic: str | None, partition: int | None, offset: int | None
+) -> list[tuple[str, str | bytes | None]]:
+    return [
+        ("driftline.reason", reason.encode()),
+        ("driftline.detail", detail[:512].encode()),
+        ("driftline.source.topic", str(topic).encode()),
+        ("driftline.source.partition", str(partition).encode()),
+        ("driftline.source.offset", str(offset).encode()),
+    ]
+
+
+class DeadLetterPublisher:
+    """Produces refused messages and makes sure they are durable before the batch is committed."""
+
+    def __init__(self, topic: str, producer_settings: Mapping[str, Any]) -> None:
+        self.topic = topic
+        self._producer = Producer({"enable.idempotence": True, "linger.ms": 5, **producer_settings})
+        self._failures: list[str] = []
+
+    def publish(self, message: Message, reason: str, detail: str) -> None:
+        headers = dead_letter_headers(
+            reason, detail, message.topic(), message.partition(), message.offset()
+        )
+        self._producer.produce(
+            self.topic,
+            value=message.value(),
+            key=message.key(),
+            headers=headers,
+            on_delivery=self._delivered,
+        )
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every published message is acknowledged; raise if any was lost."""
+        remaining = self._producer.flush(timeout_s)
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            raise DeadLetterError(
+                f"{remaining} dead-letter message(s) unacknowledged, failures: {failures[:3]}"
+            )
+
+    def _delivered(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            log.error("dead-letter delivery failed: %s", error)
+            self._failures.append(str(error))

@@ -1,0 +1,244 @@
+"""The default runtime: a confluent-kafka batch consumer in a consumer group.
+
+Checkpoint order for every batch (a crash between any two steps replays, never loses or
+double-counts):
+
+1. ``consume(num_messages=batch_size)``: one crossing of the Python/C boundary per batch.
+2. Decode and assemble (``consumers.batching``); refused messages not yet counted are produced to
+   the dead-letter topic and **flushed**.
+3. The refused messages' reasons, then each model's window update, are applied to the store, each
+   atomically with its offsets (``consumers.window_writer``).
+4. The resume hint (next offset per partition) is saved in the store.
+5. Kafka offsets are committed: the last step, after the state they cover is safe.
+
+Auto-commit is off. On assignment (cooperative-sticky, so ``incremental_assign``) each partition
+resumes from the later of Kafka's committed offset and the store's resume hint; if Kafka has a
+commit but the store has no hint, the store lost its state, and the partition seeks back one long
+window by timestamp to rebuild it. SIGTERM (``stop()``) finishes the batch, commits synchronously
+and leaves the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+
+from consumers.batching import BatchAssembler
+from consumers.dead_letter import DeadLetterPublisher
+from consumers.window_writer import RefusedAt, WindowWriter
+from detectors.window_store import WindowStore
+from detectors.window_update import Binning, FeatureBinner
+from driftline.config import Config
+
+__all__ = ["EventConsumer", "binning_from_config", "consumer_settings"]
+
+log = logging.getLogger(__name__)
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def binning_from_config(config: Config) -> Binning:
+    from detectors.latency_sketch import LogBucketMapping
+
+    monitoring = config.monitoring
+    return Binning(
+        latency=LogBucketMapping(monitoring.latency_relative_accuracy),
+        confidence_bins=monitoring.confidence_bins,
+        low_confidence_threshold=monitoring.low_confidence_threshold,
+    )
+
+
+def consumer_settings(config: Config) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": config.kafka.bootstrap_servers,
+        "group.id": config.kafka.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "enable.partition.eof": False,
+        **config.kafka.client,
+        **config.kafka.consumer,
+    }
+
+
+class EventConsumer:
+    """Consumes the events topic into the window store until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: WindowStore,
+        *,
+        feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
+        clock_ms: Callable[[], int] = _wall_clock_ms,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.topic = config.topics.events
+        self.clock_ms = clock_ms
+        self.assembler = BatchAssembler(config, store, feature_binner_for)
+        self.writer = WindowWriter(store, binning_from_config(config), feature_binner_for)
+        self.dead_letter = DeadLetterPublisher(
+            config.topics.dead_letter,
+            {
+                "bootstrap.servers": config.kafka.bootstrap_servers,
+                **config.kafka.client,
+                **config.kafka.producer,
+            },
+        )
+        self._consumer = Consumer(consumer_settings(config))
+        self._stopping = threading.Event()
+        self._applied_next_offsets: dict[int, int] = {}
+        self.events_applied = 0
+        self.batches = 0
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch, commit, and return (signal-safe)."""
+        self._stopping.set()
+
+    def run(self, *, max_idle_s: float | None = None) -> None:
+        """Consume until stopped (or, with ``max_idle_s``, until no message came for that long)."""
+        self._consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        settings = self.config.consumer
+        idle_since = time.monotonic()
+        try:
+            while not self._stopping.is_set():
+                messages = self._consumer.consume(
+                    settings.batch_size, timeout=settings.poll_timeout_seconds
+                )
+                if not messages:
+                    if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                        break
+                    continue
+                idle_since = time.monotonic()
+                self._process_with_retries(messages)
+        finally:
+            self._close()
+
+    def _process_with_retries(self, messages: list[Any]) -> None:
+        # Re-applying a batch is safe (checkpoints), so a Redis outage is waited out, not fatal.
+        for attempt in range(8):
+            try:
+                self._process(messages)
+                return
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                delay = min(0.25 * 2**attempt, 10.0)
+                log.warning("store unavailable (%s); retrying batch in %.2fs", error, delay)
+                time.sleep(delay)
+        self._process(messages)
+
+    def _process(self, messages: list[Any]) -> None:
+        now_ms = self.clock_ms()
+        good = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                good.append(message)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.error("consume error: %s", error)
+        if not good:
+            return
+        partitions = [m.partition() for m in good]
+        offsets = [m.offset() for m in good]
+        assembled = self.assembler.assemble(partitions, offsets, [m.value() for m in good], now_ms)
+
+        refused = [
+            RefusedAt(partitions[item.index], offsets[item.index], item)
+            for item in assembled.refused
+        ]
+        fresh = self.writer.unapplied_refused(refused)
+        for item in fresh:
+            invalid = item.refused.invalid
+            self.dead_letter.publish(good[item.refused.index], invalid.reason, invalid.detail)
+        if fresh:
+            self.dead_letter.flush()
+        self.writer.write_refused(fresh)
+
+        for batch in assembled.models.values():
+            self.events_applied += self.writer.write(batch, now_ms)
+
+        next_offsets: dict[int, int] = {}
+        for partition, offset in zip(partitions, offsets, strict=True):
+            if offset + 1 > next_offsets.get(partition, -1):
+                next_offsets[partition] = offset + 1
+        self.store.save_consumer_positions(self.config.kafka.group_id, self.topic, next_offsets)
+        self._commit(next_offsets, asynchronous=True)
+        self._applied_next_offsets.update(next_offsets)
+        self.batches += 1
+
+    def _commit(self, next_offsets: Mapping[int, int], *, asynchronous: bool) -> None:
+        if not next_offsets:
+            return
+        offsets = [TopicPartition(self.topic, p, o) for p, o in next_offsets.items()]
+        try:
+            if asynchronous:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            else:
+                self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as error:
+            # A failed commit only means a replay later, which the checkpoints make harmless.
+            log.warning("offset commit failed: %s", error)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.writer.forget(tp.partition for tp in partitions)
+        hints = self.store.consumer_positions(self.config.kafka.group_id, self.topic)
+        committed = consumer.committed(partitions, timeout=30)
+        rebuild = []
+        for assigned, stored in zip(partitions, committed, strict=True):
+            kafka_offset = stored.offset if stored.offset >= 0 else None
+            hint = hints.get(assigned.partition)
+            if hint is not None:
+                assigned.offset = max(hint, kafka_offset or 0)
+            elif kafka_offset is not None:
+                rebuild.append((assigned, kafka_offset))
+            else:
+                assigned.offset = OFFSET_INVALID  # auto.offset.reset decides
+        if rebuild:
+            self._seek_back_one_long_window(consumer, rebuild)
+        log.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
+        consumer.incremental_assign(partitions)
+
+    def _seek_back_one_long_window(
+        self, consumer: Consumer, rebuild: list[tuple[TopicPartition, int]]
+    ) -> None:
+        since_ms = self.clock_ms() - self.store.layout.long_ms
+        lookups = [TopicPartition(self.topic, tp.partition, since_ms) for tp, _ in rebuild]
+        found = consumer.offsets_for_times(lookups, timeout=30)
+        for (assigned, kafka_offset), answer in zip(rebuild, found, strict=True):
+            assigned.offset = answer.offset if answer.offset >= 0 else kafka_offset
+            log.warning(
+                "partition %d: no checkpoint in the store; rebuilding from offset %d (one long "
+                "window back)",
+                assigned.partition,
+                assigned.offset,
+            )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.writer.forget(tp.partition for tp in partitions)
+        for tp in partitions:
+            self._applied_next_offsets.pop(tp.partition, None)
+        log.info("revoked %s", [tp.partition for tp in partitions])
+
+    def _close(self) -> None:
+        try:
+            # Only offsets whose batches were applied: after a failed batch, never its own.
+            owned = {tp.partition for tp in self._consumer.assignment()}
+            applied = self._applied_next_offsets
+            self._commit({p: o for p, o in applied.items() if p in owned}, asynchronous=False)
+        finally:
+            self._consumer.close()
+            self.dead_letter.flush()

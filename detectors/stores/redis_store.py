@@ -1,0 +1,161 @@
+"""The Redis window store: the live backend every consumer and evaluator shares.
+
+One :class:`WindowUpdate` is one ``EVALSHA`` of ``apply_window_update.lua`` (the argument layout is
+written at the top of that file), so increments and offset checkpoints are one atomic step.
+Reading a window is one pipelined ``HGETALL`` per bucket, a single round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+
+from detectors.window_store import Applied, ApplyResult, Conflict, KeySchema, WindowStore
+from detectors.window_update import WindowLayout, WindowUpdate
+
+__all__ = ["RedisWindowStore", "connect_redis"]
+
+
+def _script(name: str) -> str:
+    return resources.files("detectors.stores").joinpath(name).read_text(encoding="utf-8")
+
+
+def connect_redis(
+    url: str,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    ssl: bool = False,
+    ssl_ca_certs: str | None = None,
+) -> redis.Redis:
+    """A client with the connection settings of ``RedisConfig`` (ACL user, TLS) passed through."""
+    options: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
+    if username is not None:
+        options["username"] = username
+    if password is not None:
+        options["password"] = password
+    if ssl:
+        options["ssl"] = True
+        if ssl_ca_certs is not None:
+            options["ssl_ca_certs"] = ssl_ca_certs
+    client: redis.Redis = redis.Redis.from_url(url, **options)
+    return client
+
+
+class RedisWindowStore(WindowStore):
+    """Windows in Redis hashes keyed ``{prefix}:{model}:bucket:{width_ms}:{start_ms}``."""
+
+    def __init__(
+        self, client: redis.Redis, layout: WindowLayout, keys: KeySchema | None = None
+    ) -> None:
+        self.client = client
+        self.layout = layout
+        self.keys = keys or KeySchema()
+        self._apply = client.register_script(_script("apply_window_update.lua"))
+        self._admit = client.register_script(_script("admit.lua"))
+
+    def apply(self, update: WindowUpdate) -> ApplyResult:
+        layout = self.layout
+        keys = [
+            self.keys.checkpoints(update.model),
+            self.keys.totals(update.model),
+            self.keys.meta(update.model),
+        ]
+        arguments: list[str | int] = [len(update.ranges)]
+        for span in update.ranges:
+            arguments += [span.partition, span.first_offset, span.last_offset]
+        arguments.append(update.newest_event_ms)
+        bucket_retention = layout.retention_ms(layout.bucket_ms)
+        rollup_retention = layout.retention_ms(layout.rollup_ms)
+        for start_ms, fields in update.buckets.items():
+            rollup_start_ms = start_ms - start_ms % layout.rollup_ms
+            keys.append(self.keys.bucket(update.model, layout.bucket_ms, start_ms))
+            keys.append(self.keys.bucket(update.model, layout.rollup_ms, rollup_start_ms))
+            arguments += [
+                start_ms + bucket_retention,
+                rollup_start_ms + rollup_retention,
+                len(fields),
+            ]
+            for name, increment in fields.items():
+                arguments += [name, increment]
+        arguments.append(len(update.totals))
+        for name, increment in update.totals.items():
+            arguments += [name, increment]
+        reply = self._apply(keys=keys, args=arguments)
+        if int(reply[0]) == 1:
+            return Applied()
+        return Conflict(
+            {
+                span.partition: int(value)
+                for span, value in zip(update.ranges, reply[1:], strict=True)
+            }
+        )
+
+    def checkpoints(self, model: str, partitions: Iterable[int]) -> dict[int, int]:
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        values = self.client.hmget(self.keys.checkpoints(model), [str(p) for p in wanted])
+        return {p: -1 if v is None else int(v) for p, v in zip(wanted, values, strict=True)}
+
+    def admit(self, model: str, dimension: str, values: Sequence[str], cap: int) -> list[bool]:
+        return self._admit_into(self.keys.admitted(model, dimension), values, cap)
+
+    def admit_models(self, values: Sequence[str], cap: int) -> list[bool]:
+        return self._admit_into(self.keys.models(), values, cap)
+
+    def _admit_into(self, key: str, values: Sequence[str], cap: int) -> list[bool]:
+        if not values:
+            return []
+        reply = self._admit(keys=[key], args=[cap, *values])
+        return [bool(int(flag)) for flag in reply]
+
+    def models(self) -> list[str]:
+        return sorted(str(model) for model in self.client.smembers(self.keys.models()))
+
+    def read_windows(
+        self, model: str, windows_ms: Sequence[int], now_ms: int
+    ) -> list[dict[str, int]]:
+        pipeline = self.client.pipeline(transaction=False)
+        spans = []
+        for window_ms in windows_ms:
+            width = self.layout.width_for(window_ms)
+            starts = self.layout.bucket_starts(window_ms, now_ms)
+            for start in starts:
+                pipeline.hgetall(self.keys.bucket(model, width, start))
+            spans.append(len(starts))
+        replies: list[dict[str, str]] = pipeline.execute()
+        windows = []
+        position = 0
+        for count in spans:
+            summed: dict[str, int] = {}
+            for reply in replies[position : position + count]:
+                for name, value in reply.items():
+                    summed[name] = summed.get(name, 0) + int(value)
+            windows.append(summed)
+            position += count
+        return windows
+
+    def totals(self, model: str) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.client.hgetall(self.keys.totals(model)).items()}
+
+    def newest_event_ms(self, model: str) -> int | None:
+        value = self.client.hget(self.keys.meta(model), "newest_event_ms")
+        return None if value is None else int(value)
+
+    def consumer_positions(self, group: str, topic: str) -> dict[int, int]:
+        stored = self.client.hgetall(self.keys.consumer_positions(group, topic))
+        return {int(p): int(offset) for p, offset in stored.items()}
+
+    def save_consumer_positions(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
+        if positions:
+            self.client.hset(
+                self.keys.consumer_positions(group, topic),
+                mapping={str(p): offset for p, offset in positions.items()},
+            )
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,129 @@
+"""The window store: one interface, two backends (``stores/redis_store``, ``stores/memory_store``).
+
+Lifecycle and guarantees every backend keeps:
+
+1. :meth:`WindowStore.apply` writes one :class:`WindowUpdate` atomically: the bucket and rollup
+   increments, the lifetime totals, the newest event time, and the last applied offset of every
+   partition the update covers. It first checks those offsets: if any partition's checkpoint is
+   already at or past the update's first offset, nothing is written and the checkpoints are
+   returned (:class:`Conflict`); the caller drops the events at or below them and retries. This is
+   what makes a replayed batch (crash, rebalance, a zombie consumer) count once.
+2. Only after ``apply`` returns :class:`Applied` may the consumer commit the Kafka offsets it
+   covers: the commit is the last step, so a crash between the two replays, never loses.
+3. :meth:`WindowStore.read_windows` sums the buckets of each requested window into one flat field
+   map per window; buckets expire by themselves after the retention of their level.
+
+The Redis backend holds every key of one model under the hash tag ``{model}``, so one script
+touches one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from detectors.window_update import WindowLayout, WindowUpdate
+
+__all__ = ["Applied", "ApplyResult", "Conflict", "KeySchema", "WindowStore"]
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The update was written, with its checkpoints."""
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Nothing was written: some of the update's offsets were applied before.
+
+    ``checkpoints`` maps each partition of the update to its last applied offset (-1 for none).
+    """
+
+    checkpoints: Mapping[int, int]
+
+
+ApplyResult = Applied | Conflict
+
+
+@dataclass(frozen=True)
+class KeySchema:
+    """Names of every key driftline writes. All of one model's keys share the tag ``{model}``."""
+
+    prefix: str = "dl"
+
+    def bucket(self, model: str, width_ms: int, start_ms: int) -> str:
+        return f"{self.prefix}:{{{model}}}:bucket:{width_ms}:{start_ms}"
+
+    def checkpoints(self, model: str) -> str:
+        return f"{self.prefix}:{{{model}}}:checkpoints"
+
+    def totals(self, model: str) -> str:
+        return f"{self.prefix}:{{{model}}}:totals"
+
+    def meta(self, model: str) -> str:
+        return f"{self.prefix}:{{{model}}}:meta"
+
+    def admitted(self, model: str, dimension: str) -> str:
+        return f"{self.prefix}:{{{model}}}:admitted:{dimension}"
+
+    def models(self) -> str:
+        return f"{self.prefix}:{{registry}}:models"
+
+    def consumer_positions(self, group: str, topic: str) -> str:
+        return f"{self.prefix}:{{consumer:{group}}}:positions:{topic}"
+
+
+class WindowStore(abc.ABC):
+    """Where windows live. Implementations must be safe to share by one thread."""
+
+    layout: WindowLayout
+
+    @abc.abstractmethod
+    def apply(self, update: WindowUpdate) -> ApplyResult:
+        """Write ``update`` atomically with its offsets, or refuse it as a :class:`Conflict`."""
+
+    @abc.abstractmethod
+    def checkpoints(self, model: str, partitions: Iterable[int]) -> dict[int, int]:
+        """Last applied offset per partition for ``model`` (-1 where nothing was applied)."""
+
+    @abc.abstractmethod
+    def admit(self, model: str, dimension: str, values: Sequence[str], cap: int) -> list[bool]:
+        """Admit values of a bounded dimension (versions, segment values, models).
+
+        The first ``cap`` distinct values ever seen are admitted, across all processes; a value
+        once admitted stays admitted. Returns, per value, whether it is admitted.
+        """
+
+    @abc.abstractmethod
+    def admit_models(self, values: Sequence[str], cap: int) -> list[bool]:
+        """Admit model names into the registry, with the semantics of :meth:`admit`."""
+
+    @abc.abstractmethod
+    def models(self) -> list[str]:
+        """Every admitted model, sorted."""
+
+    @abc.abstractmethod
+    def read_windows(
+        self, model: str, windows_ms: Sequence[int], now_ms: int
+    ) -> list[dict[str, int]]:
+        """For each window length, the field-wise sum of its buckets ending at ``now_ms``."""
+
+    @abc.abstractmethod
+    def totals(self, model: str) -> dict[str, int]:
+        """Lifetime counters of ``model`` (exactly once, like the windows)."""
+
+    @abc.abstractmethod
+    def newest_event_ms(self, model: str) -> int | None:
+        """Event time of the newest event applied for ``model``, if any."""
+
+    @abc.abstractmethod
+    def consumer_positions(self, group: str, topic: str) -> dict[int, int]:
+        """Next offset per partition that the group has fully applied (a resume hint)."""
+
+    @abc.abstractmethod
+    def save_consumer_positions(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
+        """Record resume hints; called after every model of the batch was applied."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
+        """Release connections."""

@@ -1,0 +1,196 @@
+"""One YAML configuration file, validated with pydantic.
+
+Every error names the key (as a dotted path, e.g. ``models.fraud.features.amount``) and the bad
+value, and no process starts half-configured: :func:`load_config` either returns a complete
+:class:`Config` or raises :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+import pydantic
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "FeatureType",
+    "KafkaConfig",
+    "ModelConfig",
+    "RedisConfig",
+    "TopicsConfig",
+    "WindowsConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names every bad key and value."""
+
+
+class _Strict(BaseModel):
+    # Typos in a monitoring config silently disable monitoring, so unknown keys are errors.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(_Strict):
+    bootstrap_servers: str = "127.0.0.1:19092"
+    group_id: str = "driftline"
+    client: dict[str, str | int | float | bool] = Field(
+        default_factory=dict,
+        description="librdkafka settings for every client, passed through (SASL, TLS, ...).",
+    )
+    consumer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="librdkafka settings for consumers only."
+    )
+    producer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="librdkafka settings for producers only."
+    )
+
+
+class RedisConfig(_Strict):
+    url: str = "redis://127.0.0.1:16379/0"
+    key_prefix: str = Field("dl", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    username: str | None = None
+    password: str | None = None
+    ssl: bool = False
+    ssl_ca_certs: str | None = None
+
+
+class TopicsConfig(_Strict):
+    events: str = "driftline.events"
+    labels: str = "driftline.labels"
+    dead_letter: str = "driftline.dead-letter"
+    control: str = "driftline.control"
+
+
+class WindowsConfig(_Strict):
+    """Time buckets and the sliding windows built from them (all in seconds)."""
+
+    bucket_seconds: int = Field(10, ge=1, le=3600)
+    rollup_seconds: int = Field(60, ge=1, le=86400)
+    short_seconds: int = Field(300, ge=1)
+    long_seconds: int = Field(3600, ge=1)
+
+    @model_validator(mode="after")
+    def _check_alignment(self) -> Self:
+        if self.rollup_seconds % self.bucket_seconds:
+            raise ValueError(
+                f"rollup_seconds ({self.rollup_seconds}) must be a multiple of "
+                f"bucket_seconds ({self.bucket_seconds})"
+            )
+        for name in ("short_seconds", "long_seconds"):
+            value = getattr(self, name)
+            if value % self.bucket_seconds:
+                raise ValueError(
+                    f"{name} ({value}) must be a multiple of bucket_seconds ({self.bucket_seconds})"
+                )
+        if self.long_seconds < self.short_seconds:
+            raise ValueError(
+                f"long_seconds ({self.long_seconds}) must be >= "
+                f"short_seconds ({self.short_seconds})"
+            )
+        return self
+
+
+class ConsumerConfig(_Strict):
+    batch_size: int = Field(5000, ge=1, le=1_000_000)
+    poll_timeout_seconds: float = Field(0.5, gt=0, le=60)
+    max_event_bytes: int = Field(64 * 1024, ge=256)
+    late_tolerance_seconds: int = Field(
+        0,
+        ge=0,
+        description="Extra seconds past the long window within which late events still count.",
+    )
+    future_tolerance_seconds: int = Field(
+        300, ge=0, description="Events stamped further ahead of the consumer's clock are refused."
+    )
+
+
+class EvaluatorConfig(_Strict):
+    tick_seconds: float = Field(5.0, gt=0, le=3600)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(18000, ge=0, le=65535)
+    max_series: int = Field(
+        2000, ge=1, description="Cap on exported label sets per metric; the rest is counted."
+    )
+
+
+class MonitoringConfig(_Strict):
+    low_confidence_threshold: float = Field(0.5, ge=0, le=1)
+    latency_relative_accuracy: float = Field(0.01, gt=0, lt=0.5)
+    confidence_bins: int = Field(20, ge=2, le=1000)
+    accept_unknown_models: bool = True
+    max_models: int = Field(100, ge=1)
+    max_versions_per_model: int = Field(20, ge=1)
+    max_segment_values: int = Field(20, ge=1)
+
+
+class FeatureType(enum.StrEnum):
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+
+
+class ModelConfig(_Strict):
+    features: dict[str, FeatureType] = Field(default_factory=dict)
+    segments: list[str] = Field(default_factory=list, max_length=8)
+    stable_version: str | None = None
+
+
+class Config(_Strict):
+    kafka: KafkaConfig = KafkaConfig()
+    redis: RedisConfig = RedisConfig()
+    topics: TopicsConfig = TopicsConfig()
+    windows: WindowsConfig = WindowsConfig()
+    consumer: ConsumerConfig = ConsumerConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    monitoring: MonitoringConfig = MonitoringConfig()
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+
+    def model(self, name: str) -> ModelConfig:
+        """The model's configuration; an unconfigured model gets the defaults."""
+        return self.models.get(name) or ModelConfig()
+
+
+def parse_config(data: Mapping[str, Any] | None, *, source: str = "config") -> Config:
+    """Validate an already-parsed mapping; raise :class:`ConfigError` naming each bad key."""
+    try:
+        return Config.model_validate(data or {})
+    except pydantic.ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def load_config(path: str | os.PathLike[str] | None) -> Config:
+    """Read and validate a YAML config file; ``None`` means all defaults."""
+    if path is None:
+        return Config()
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{source}: cannot read config: {error.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{source}: not valid YAML: {error}") from None
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
+    return parse_config(data, source=source)
+
+
+def _describe(error: pydantic.ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} invalid setting(s)"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key} = {item.get('input')!r}: {message}")
+    return "\n".join(lines)

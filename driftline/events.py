@@ -1,0 +1,176 @@
+"""The v1 inference event and label, and their fast decoding.
+
+The schemas in ``driftline/schema/`` are the contract with production services. Decoding is done
+by msgspec against typed structs, so JSON parsing and validation (types, ranges, patterns) run in
+C: per-event Python is the hot path of every consumer.
+
+A message that fails decoding is never an exception for the caller: :func:`decode_event` returns
+an :class:`InvalidEvent` carrying a machine-readable :class:`InvalidReason`, which the consumer
+sends to the dead-letter topic and counts.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import math
+from dataclasses import dataclass
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "Deployment",
+    "InferenceEvent",
+    "InvalidEvent",
+    "InvalidReason",
+    "LabelEvent",
+    "decode_event",
+    "decode_label",
+    "encode",
+    "timestamp_ms",
+]
+
+DEFAULT_MAX_EVENT_BYTES = 64 * 1024
+
+Deployment = Literal["stable", "canary", "shadow"]
+DEPLOYMENTS: tuple[Deployment, ...] = ("stable", "canary", "shadow")
+
+_EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_ModelName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+_Version = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
+_Timestamp = Annotated[int, msgspec.Meta(ge=0)] | datetime.datetime
+_FeatureValue = float | str | bool | None
+_SegmentValue = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class InferenceEvent(msgspec.Struct, frozen=True):
+    """One model inference (schema ``driftline/inference-event/v1``). Unknown fields are ignored."""
+
+    event_id: _EventId
+    ts: _Timestamp
+    model: _ModelName
+    version: _Version
+    deployment: Deployment = "stable"
+    latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
+    prediction: str | float | bool | None = None
+    features: Annotated[dict[str, _FeatureValue], msgspec.Meta(max_length=512)] = {}
+    segment: Annotated[dict[str, _SegmentValue], msgspec.Meta(max_length=8)] = {}
+    error: bool | str = False
+
+
+class LabelEvent(msgspec.Struct, frozen=True):
+    """The true outcome of an earlier inference (schema ``driftline/label-event/v1``)."""
+
+    event_id: _EventId
+    label: str | float | bool
+    ts: _Timestamp | None = None
+    model: str | None = None
+    version: str | None = None
+    prediction: str | float | bool | None = None
+
+
+class InvalidReason(enum.StrEnum):
+    """Why a message was refused; the value is the ``reason`` label and dead-letter header."""
+
+    BAD_JSON = "bad_json"
+    NOT_UTF8 = "not_utf8"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    NON_FINITE = "non_finite"
+    OUT_OF_RANGE = "out_of_range"
+    INVALID_VALUE = "invalid_value"
+    OVERSIZED = "oversized"
+    EMPTY = "empty"
+    # Refused by the consumer rather than the schema:
+    FUTURE_TIMESTAMP = "future_timestamp"
+    UNKNOWN_MODEL = "unknown_model"
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidEvent:
+    """A message that could not be decoded: the reason, and a human-readable detail."""
+
+    reason: InvalidReason
+    detail: str
+
+
+_event_decoder = msgspec.json.Decoder(InferenceEvent)
+_label_decoder = msgspec.json.Decoder(LabelEvent)
+_encoder = msgspec.json.Encoder()
+
+_Decoded = TypeVar("_Decoded")
+
+
+def decode_event(
+    raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> InferenceEvent | InvalidEvent:
+    """Decode one Kafka message value into an event, or say why it is invalid.
+
+    >>> decode_event(b'{"event_id": "e1", "ts": 1700000000000, "model": "fraud", "version": "v2",'
+    ...              b' "latency_ms": 12.5, "features": {"amount": 3}}').features
+    {'amount': 3.0}
+    >>> decode_event(b'{"event_id": "e1", "ts": 1, "model": "fraud"}').reason
+    <InvalidReason.MISSING_FIELD: 'missing_field'>
+    """
+    return _decode(_event_decoder, raw, max_bytes)
+
+
+def decode_label(
+    raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
+) -> LabelEvent | InvalidEvent:
+    """Decode one labels-topic message, with the same reasons as :func:`decode_event`."""
+    return _decode(_label_decoder, raw, max_bytes)
+
+
+def _decode(
+    decoder: msgspec.json.Decoder[_Decoded], raw: bytes | None, max_bytes: int
+) -> _Decoded | InvalidEvent:
+    if not raw:
+        return InvalidEvent(InvalidReason.EMPTY, "empty message value")
+    if len(raw) > max_bytes:
+        return InvalidEvent(InvalidReason.OVERSIZED, f"{len(raw)} bytes > limit {max_bytes}")
+    try:
+        return decoder.decode(raw)
+    except msgspec.ValidationError as error:
+        detail = str(error)
+        return InvalidEvent(_validation_reason(detail), detail)
+    except msgspec.DecodeError as error:
+        detail = str(error)
+        reason = InvalidReason.NOT_UTF8 if "UTF-8" in detail else InvalidReason.BAD_JSON
+        return InvalidEvent(reason, detail)
+
+
+def _validation_reason(detail: str) -> InvalidReason:
+    """Map msgspec's validation message onto a stable reason (msgspec has no error codes)."""
+    if detail.startswith("Object missing required field"):
+        return InvalidReason.MISSING_FIELD
+    if detail.startswith("Expected `object`, got") and " - at " not in detail:
+        return InvalidReason.NOT_OBJECT
+    if detail.startswith("Number out of range"):
+        # JSON has no NaN or Infinity literal; a number like 1e999 overflows to infinity.
+        return InvalidReason.NON_FINITE
+    if "matching regex" in detail or detail.startswith(("Invalid enum value", "Invalid RFC3339")):
+        return InvalidReason.INVALID_VALUE
+    if any(bound in detail for bound in (">=", "<=", " length ")):
+        return InvalidReason.OUT_OF_RANGE
+    return InvalidReason.WRONG_TYPE
+
+
+def timestamp_ms(ts: int | datetime.datetime) -> int:
+    """Epoch milliseconds of an event's ``ts``, which is either already that or RFC 3339."""
+    if type(ts) is int:
+        return ts
+    assert isinstance(ts, datetime.datetime)
+    if ts.tzinfo is None:
+        # The schema demands an offset; msgspec accepts naive datetimes, which we read as UTC.
+        ts = ts.replace(tzinfo=datetime.UTC)
+    return math.floor(ts.timestamp() * 1000)
+
+
+def encode(message: InferenceEvent | LabelEvent) -> bytes:
+    """The JSON bytes of an event or label, as a publisher sends them."""
+    return _encoder.encode(message)
