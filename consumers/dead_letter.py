@@ -3,7 +3,9 @@
 Each dead-lettered message keeps its original key and value and carries the headers
 ``driftline.reason`` (an :class:`~driftline.events.InvalidReason` value), ``driftline.detail``,
 ``driftline.source.topic``, ``driftline.source.partition`` and ``driftline.source.offset``, so a
-team can inspect, fix and replay it.
+team can inspect, fix and replay it. A value larger than ``max_value_bytes`` (an oversized event
+would break the dead-letter topic's own size limit) is cut to that size and carries
+``driftline.truncated_from``: the original stays in the source topic at the recorded offset.
 """
 
 from __future__ import annotations
@@ -38,8 +40,11 @@ def dead_letter_headers(
 class DeadLetterPublisher:
     """Produces refused messages and makes sure they are durable before the batch is committed."""
 
-    def __init__(self, topic: str, producer_settings: Mapping[str, Any]) -> None:
+    def __init__(
+        self, topic: str, producer_settings: Mapping[str, Any], max_value_bytes: int = 256 * 1024
+    ) -> None:
         self.topic = topic
+        self.max_value_bytes = max_value_bytes
         self._producer = Producer({"enable.idempotence": True, "linger.ms": 5, **producer_settings})
         self._failures: list[str] = []
 
@@ -47,9 +52,13 @@ class DeadLetterPublisher:
         headers = dead_letter_headers(
             reason, detail, message.topic(), message.partition(), message.offset()
         )
+        value = message.value()
+        if value is not None and len(value) > self.max_value_bytes:
+            headers.append(("driftline.truncated_from", str(len(value)).encode()))
+            value = value[: self.max_value_bytes]
         self._producer.produce(
             self.topic,
-            value=message.value(),
+            value=value,
             key=message.key(),
             headers=headers,
             on_delivery=self._delivered,

@@ -62,10 +62,10 @@ def unique() -> str:
 
 
 @pytest.fixture
-def make_topic(kafka_admin: AdminClient, unique: str) -> Callable[[str, int], str]:
-    def create(name: str, partitions: int = 4) -> str:
+def make_topic(kafka_admin: AdminClient, unique: str) -> Callable[..., str]:
+    def create(name: str, partitions: int = 4, **topic_config: str) -> str:
         topic = f"test.{unique}.{name}"
-        futures = kafka_admin.create_topics([NewTopic(topic, partitions, 1)])
+        futures = kafka_admin.create_topics([NewTopic(topic, partitions, 1, config=topic_config)])
         futures[topic].result(timeout=30)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -80,7 +80,7 @@ def make_topic(kafka_admin: AdminClient, unique: str) -> Callable[[str, int], st
 
 @pytest.fixture
 def stack_config(
-    kafka_bootstrap: str, redis_url: str, make_topic: Callable[[str, int], str], unique: str
+    kafka_bootstrap: str, redis_url: str, make_topic: Callable[..., str], unique: str
 ) -> Callable[..., Config]:
     """A config on fresh topics, group and key prefix; keyword overrides are merged in."""
 
@@ -94,7 +94,8 @@ def stack_config(
             },
             "redis": {"url": redis_url, "key_prefix": f"t{unique}"},
             "topics": {
-                "events": make_topic("events", partitions),
+                # Room for the 1 MB payloads the dead-letter tests send.
+                "events": make_topic("events", partitions, **{"max.message.bytes": "2000000"}),
                 "labels": make_topic("labels", partitions),
                 "dead_letter": make_topic("dead-letter", 1),
                 "control": make_topic("control", 1),
@@ -119,8 +120,14 @@ def write_config(config: Config, directory: Path) -> Path:
 def produce(
     bootstrap: str, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None] | None = None
 ) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                         "queue.buffering.max.messages": 1_000_000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "message.max.bytes": 2_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
     for index, value in enumerate(values):
         key = keys[index] if keys is not None else None
         while True:
@@ -143,6 +150,27 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         consumer.close()
 
 
+def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60) -> list[Any]:
+    """Every message of ``topic`` from the beginning, until ``expected`` arrived (or time out)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(messages) < expected and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        return messages
+    finally:
+        consumer.close()
+
+
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets-reader"})
     try:
@@ -159,8 +187,15 @@ def start_consumer(config_path: Path, *extra: str) -> subprocess.Popen[bytes]:
     log_path = config_path.parent / f"consumer-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "driftline.cli", "consume", "--config", str(config_path),
-             *extra],
+            [
+                sys.executable,
+                "-m",
+                "driftline.cli",
+                "consume",
+                "--config",
+                str(config_path),
+                *extra,
+            ],
             cwd=REPO,
             stdout=log_file,
             stderr=subprocess.STDOUT,

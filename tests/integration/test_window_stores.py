@@ -1,0 +1,184 @@
+"""The Redis and in-memory window stores give identical windows for the same events.
+
+Also: replays are refused by both, and latency quantiles read back from the Redis windows are
+within 1 % of numpy's exact quantiles of the same values.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import msgspec
+import numpy as np
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers.batching import BatchAssembler
+from consumers.kafka_consumer import binning_from_config
+from consumers.window_writer import WindowWriter
+from detectors.series import Series
+from detectors.stores.memory_store import MemoryWindowStore
+from detectors.stores.redis_store import RedisWindowStore
+from detectors.window_store import KeySchema, WindowStore
+from detectors.window_summary import summarise
+from driftline.cli import layout_from_config
+from driftline.config import Config, parse_config
+
+CONFIG = parse_config(
+    {
+        "windows": {
+            "bucket_seconds": 10,
+            "rollup_seconds": 60,
+            "short_seconds": 60,
+            "long_seconds": 600,
+        },
+        "models": {"fraud": {"segments": ["region"]}},
+        "monitoring": {"max_versions_per_model": 3, "max_segment_values": 2},
+    }
+)
+
+event_strategy = st.fixed_dictionaries(
+    {
+        "model": st.sampled_from(["fraud", "churn"]),
+        "version": st.sampled_from(["v1", "v2", "v3", "v4"]),
+        "deployment": st.sampled_from(["stable", "canary", "shadow"]),
+        "age_ms": st.integers(min_value=0, max_value=900_000),
+        "latency_ms": st.none() | st.floats(min_value=0, max_value=10_000),
+        "confidence": st.none() | st.floats(min_value=0, max_value=1),
+        "error": st.booleans() | st.sampled_from(["", "timeout"]),
+        "region": st.none() | st.sampled_from(["eu", "us", "apac", "a|b%c"]),
+        "partition": st.integers(min_value=0, max_value=2),
+    }
+)
+
+
+def _stores(client: redis.Redis, config: Config) -> tuple[RedisWindowStore, MemoryWindowStore]:
+    layout = layout_from_config(config)
+    prefix = f"prop{uuid.uuid4().hex[:8]}"
+    return RedisWindowStore(client, layout, KeySchema(prefix)), MemoryWindowStore(layout)
+
+
+def _write(
+    store: WindowStore,
+    config: Config,
+    rows: list[dict[str, object]],
+    now_ms: int,
+    offsets: list[int],
+) -> int:
+    assembler = BatchAssembler(config, store)
+    writer = WindowWriter(store, binning_from_config(config))
+    values = []
+    for index, row in enumerate(rows):
+        event = {
+            "event_id": f"e{index}",
+            "ts": now_ms - int(row["age_ms"]),  # type: ignore[call-overload]
+            "model": row["model"],
+            "version": row["version"],
+            "deployment": row["deployment"],
+            "latency_ms": row["latency_ms"],
+            "confidence": row["confidence"],
+            "error": row["error"],
+        }
+        if row["region"] is not None:
+            event["segment"] = {"region": row["region"]}
+        values.append(msgspec.json.encode(event))
+    partitions = [int(row["partition"]) for row in rows]  # type: ignore[call-overload]
+    batch = assembler.assemble(partitions, offsets, values, now_ms)
+    return sum(writer.write(model_batch, now_ms) for model_batch in batch.models.values())
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(event_strategy, min_size=1, max_size=120), st.integers(min_value=1, max_value=4))
+def test_redis_and_memory_windows_are_identical(
+    redis_client: redis.Redis, rows: list[dict[str, object]], batches: int
+) -> None:
+    redis_store, memory_store = _stores(redis_client, CONFIG)
+    now_ms = int(time.time() * 1000)
+    offsets = list(range(len(rows)))
+    size = -(-len(rows) // batches)
+    for start in range(0, len(rows), size):
+        chunk, chunk_offsets = rows[start : start + size], offsets[start : start + size]
+        applied = [
+            _write(store, CONFIG, chunk, now_ms, chunk_offsets)
+            for store in (redis_store, memory_store)
+        ]
+        assert applied[0] == applied[1]
+    # A full replay is recognised by both stores and changes nothing.
+    assert _write(redis_store, CONFIG, rows, now_ms, offsets) == 0
+    assert _write(memory_store, CONFIG, rows, now_ms, offsets) == 0
+
+    windows_ms = [CONFIG.windows.short_seconds * 1000, CONFIG.windows.long_seconds * 1000]
+    for model in ("fraud", "churn"):
+        assert redis_store.read_windows(model, windows_ms, now_ms) == memory_store.read_windows(
+            model, windows_ms, now_ms
+        )
+        assert redis_store.totals(model) == memory_store.totals(model)
+        assert redis_store.newest_event_ms(model) == memory_store.newest_event_ms(model)
+    assert redis_store.models() == memory_store.models()
+
+
+def test_latency_quantiles_from_redis_windows_within_one_percent(redis_client: redis.Redis) -> None:
+    redis_store, _ = _stores(redis_client, CONFIG)
+    rng = np.random.default_rng(11)
+    latencies = rng.lognormal(np.log(40), 0.8, 20_000)
+    now_ms = int(time.time() * 1000)
+    rows = [
+        {
+            "model": "fraud",
+            "version": "v1",
+            "deployment": "stable",
+            "age_ms": int(i % 50_000),
+            "latency_ms": float(value),
+            "confidence": 0.9,
+            "error": False,
+            "region": None,
+            "partition": 0,
+        }
+        for i, value in enumerate(latencies)
+    ]
+    for start in range(0, len(rows), 5000):
+        _write(
+            redis_store,
+            CONFIG,
+            rows[start : start + 5000],
+            now_ms,
+            list(range(start, start + min(5000, len(rows) - start))),
+        )
+    [window] = redis_store.read_windows("fraud", [CONFIG.windows.short_seconds * 1000], now_ms)
+    series = summarise(window)[Series("v1", "stable")]
+    assert series.events == len(latencies)
+    mapping = binning_from_config(CONFIG).latency
+    for q in (0.5, 0.95, 0.99):
+        exact = np.quantile(latencies, q)
+        assert abs(series.latency_quantile(mapping, q) - exact) <= 0.01 * exact, q
+
+
+def test_caps_count_overflow_instead_of_growing(redis_client: redis.Redis) -> None:
+    redis_store, _ = _stores(redis_client, CONFIG)
+    now_ms = int(time.time() * 1000)
+    rows = [
+        {
+            "model": "fraud",
+            "version": f"v{i % 6}",
+            "deployment": "stable",
+            "age_ms": 0,
+            "latency_ms": 1.0,
+            "confidence": 0.5,
+            "error": False,
+            "region": f"r{i % 5}",
+            "partition": 0,
+        }
+        for i in range(60)
+    ]
+    _write(redis_store, CONFIG, rows, now_ms, list(range(60)))
+    [window] = redis_store.read_windows("fraud", [60_000], now_ms)
+    by_series = summarise(window)
+    versions = {s.version for s in by_series}
+    segments = {s.segment for s in by_series if s.segment}
+    assert len(versions) == 3 + 1 and "__overflow__" in versions
+    assert len(segments) == 2 + 1 and "region=__overflow__" in segments
+    assert sum(w.events for s, w in by_series.items() if not s.segment) == 60

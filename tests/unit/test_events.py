@@ -1,0 +1,117 @@
+"""Decoding v1 events: every refusal has its machine-readable reason."""
+
+from __future__ import annotations
+
+import datetime
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from driftline.events import (
+    InferenceEvent,
+    InvalidEvent,
+    InvalidReason,
+    LabelEvent,
+    decode_event,
+    decode_label,
+    encode,
+    timestamp_ms,
+)
+
+VALID = b'{"event_id":"e1","ts":1700000000000,"model":"fraud","version":"v2"}'
+
+
+def _with(**fields: object) -> bytes:
+    event = msgspec.json.decode(VALID)
+    event.update(fields)
+    return msgspec.json.encode(event)
+
+
+def _without(name: str) -> bytes:
+    event = msgspec.json.decode(VALID)
+    del event[name]
+    return msgspec.json.encode(event)
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"event_id": "e1", "ts": ', InvalidReason.BAD_JSON),
+        (b"\xff\xfe{}", InvalidReason.BAD_JSON),
+        (
+            b'{"event_id": "\xff\xfe", "ts": 1, "model": "m", "version": "v"}',
+            InvalidReason.NOT_UTF8,
+        ),
+        (b"[1, 2, 3]", InvalidReason.NOT_OBJECT),
+        (b'"just a string"', InvalidReason.NOT_OBJECT),
+        (_without("model"), InvalidReason.MISSING_FIELD),
+        (_without("event_id"), InvalidReason.MISSING_FIELD),
+        (_with(model=42), InvalidReason.WRONG_TYPE),
+        (_with(latency_ms="fast"), InvalidReason.WRONG_TYPE),
+        (_with(ts=1.5), InvalidReason.WRONG_TYPE),
+        (_with(features=[1, 2]), InvalidReason.WRONG_TYPE),
+        (VALID[:-1] + b',"latency_ms":1e999}', InvalidReason.NON_FINITE),
+        (VALID[:-1] + b',"features":{"x":-1e400}}', InvalidReason.NON_FINITE),
+        (_with(latency_ms=-1), InvalidReason.OUT_OF_RANGE),
+        (_with(confidence=1.5), InvalidReason.OUT_OF_RANGE),
+        (_with(ts=-5), InvalidReason.OUT_OF_RANGE),
+        (_with(event_id=""), InvalidReason.OUT_OF_RANGE),
+        (_with(features={f"f{i}": 1 for i in range(513)}), InvalidReason.OUT_OF_RANGE),
+        (_with(model="-starts-with-dash"), InvalidReason.INVALID_VALUE),
+        (_with(deployment="blue"), InvalidReason.INVALID_VALUE),
+        (_with(ts="yesterday"), InvalidReason.INVALID_VALUE),
+        (b"", InvalidReason.EMPTY),
+        (None, InvalidReason.EMPTY),
+    ],
+)
+def test_every_invalid_event_gets_its_reason(raw: bytes | None, reason: InvalidReason) -> None:
+    decoded = decode_event(raw)
+    assert isinstance(decoded, InvalidEvent)
+    assert decoded.reason == reason, decoded.detail
+
+
+def test_oversized_is_refused_before_parsing() -> None:
+    raw = _with(features={"blob": "x" * (1024 * 1024)})
+    decoded = decode_event(raw)
+    assert isinstance(decoded, InvalidEvent)
+    assert decoded.reason == InvalidReason.OVERSIZED
+    assert decode_event(raw, max_bytes=2 * 1024 * 1024) != decoded
+
+
+def test_valid_event_with_unknown_fields_and_rfc3339_time() -> None:
+    decoded = decode_event(_with(ts="2024-01-02T03:04:05.250+01:00", shiny_new_field=[1]))
+    assert isinstance(decoded, InferenceEvent)
+    assert timestamp_ms(decoded.ts) == int(
+        datetime.datetime(2024, 1, 2, 2, 4, 5, 250_000, tzinfo=datetime.UTC).timestamp() * 1000
+    )
+    assert decoded.deployment == "stable"
+
+
+def test_label_decoding_shares_the_reasons() -> None:
+    label = decode_label(b'{"event_id": "e1", "label": true}')
+    assert isinstance(label, LabelEvent) and label.label is True
+    refused = decode_label(b'{"label": 1}')
+    assert isinstance(refused, InvalidEvent) and refused.reason == InvalidReason.MISSING_FIELD
+
+
+@given(st.binary(max_size=300))
+def test_random_bytes_never_raise(raw: bytes) -> None:
+    decoded = decode_event(raw)
+    assert isinstance(decoded, InferenceEvent | InvalidEvent)
+
+
+@given(
+    st.builds(
+        InferenceEvent,
+        event_id=st.text(min_size=1, max_size=20),
+        ts=st.integers(min_value=0, max_value=2**50),
+        model=st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,10}\Z"),
+        version=st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9_.+-]{0,10}\Z"),
+        latency_ms=st.none() | st.floats(min_value=0, max_value=1e9),
+        confidence=st.none() | st.floats(min_value=0, max_value=1),
+    )
+)
+def test_encode_decode_round_trip(event: InferenceEvent) -> None:
+    assert decode_event(encode(event)) == event
