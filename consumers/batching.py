@@ -9,27 +9,33 @@ an event counts as.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.series import OVERFLOW_VALUE, Series, segment_name
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner, ModelBatch
 from driftline.config import Config
 from driftline.events import (
+    FeatureValues,
     InferenceEvent,
     InvalidEvent,
     InvalidReason,
     decode_event,
+    decode_features,
     timestamp_ms,
 )
 
 __all__ = ["AssembledBatch", "BatchAssembler", "RefusedMessage"]
 
 VERSIONS = "versions"
+_PAIR = attrgetter("version", "deployment")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,18 +99,30 @@ class BatchAssembler:
                 continue
             events = [decoded[i] for i in indices]
             times = np.fromiter(
-                (timestamp_ms(event.ts) for event in events), dtype=np.int64, count=len(events)
+                (event.ts if type(event.ts) is int else timestamp_ms(event.ts) for event in events),
+                dtype=np.int64,
+                count=len(events),
             )
-            future = times > latest_accepted_ms
-            if future.any():
-                for position in np.flatnonzero(future).tolist():
-                    detail = f"ts {int(times[position])} is ahead of the consumer clock {now_ms}"
-                    invalid = InvalidEvent(InvalidReason.FUTURE_TIMESTAMP, detail)
-                    batch.refused.append(RefusedMessage(indices[position], invalid))
-                keep = np.flatnonzero(~future).tolist()
+            refusals: dict[int, InvalidEvent] = {}
+            for position in np.flatnonzero(times > latest_accepted_ms).tolist():
+                detail = f"ts {int(times[position])} is ahead of the consumer clock {now_ms}"
+                refusals[position] = InvalidEvent(InvalidReason.FUTURE_TIMESTAMP, detail)
+            features: list[FeatureValues] | None = None
+            if self.feature_binner_for(model) is not None:
+                features = []
+                for position, event in enumerate(events):
+                    parsed = decode_features(event.features)
+                    if isinstance(parsed, InvalidEvent):
+                        refusals.setdefault(position, parsed)
+                        parsed = {}
+                    features.append(parsed)
+            if refusals:
+                batch.refused += [RefusedMessage(indices[p], why) for p, why in refusals.items()]
+                keep = [p for p in range(len(events)) if p not in refusals]
                 indices = [indices[p] for p in keep]
                 events = [events[p] for p in keep]
-                times = times[~future]
+                times = times[keep]
+                features = None if features is None else [features[p] for p in keep]
             if events:
                 batch.models[model] = self._columns(
                     model,
@@ -112,6 +130,7 @@ class BatchAssembler:
                     times,
                     [partitions[i] for i in indices],
                     [offsets[i] for i in indices],
+                    features,
                 )
         batch.refused.sort(key=lambda refused: refused.index)
         return batch
@@ -120,9 +139,10 @@ class BatchAssembler:
         self,
         model: str,
         events: list[InferenceEvent],
-        times: np.ndarray,
+        times: npt.NDArray[np.int64],
         partitions: list[int],
         offsets: list[int],
+        features: list[FeatureValues] | None,
     ) -> ModelBatch:
         count = len(events)
         series: list[Series] = []
@@ -135,22 +155,25 @@ class BatchAssembler:
                 series.append(key)
             return found
 
+        # Per event only a tuple and a dict lookup; Series objects are made per distinct pair.
+        pair_codes: dict[tuple[str, str], int] = {}
+        codes = [pair_codes.setdefault(pair, len(pair_codes)) for pair in map(_PAIR, events)]
         versions = self._admit(
             model,
             VERSIONS,
-            {event.version for event in events},
+            {version for version, _ in pair_codes},
             self.config.monitoring.max_versions_per_model,
         )
-        base = [
-            index_of(
-                Series(
-                    event.version if versions[event.version] else OVERFLOW_VALUE, event.deployment
-                )
-            )
-            for event in events
-        ]
+        series_of_code = np.array(
+            [
+                index_of(Series(version if versions[version] else OVERFLOW_VALUE, deployment))
+                for version, deployment in pair_codes
+            ],
+            dtype=np.int64,
+        )
+        base = series_of_code[np.asarray(codes, dtype=np.int64)]
         row_event = [np.arange(count, dtype=np.int64)]
-        row_series = [np.asarray(base, dtype=np.int64)]
+        row_series = [base]
         for attribute in self.config.model(model).segments:
             present = [
                 (i, event.segment[attribute])
@@ -178,22 +201,27 @@ class BatchAssembler:
                 np.fromiter((index_of(key) for key in segment_series), np.int64, len(present))
             )
 
-        watched = self.feature_binner_for(model) is not None
         return ModelBatch(
             model=model,
             partitions=np.asarray(partitions, dtype=np.int32),
             offsets=np.asarray(offsets, dtype=np.int64),
-            timestamps_ms=times.astype(np.int64),
-            latency_ms=np.array([event.latency_ms for event in events], dtype=np.float64),
-            confidence=np.array([event.confidence for event in events], dtype=np.float64),
-            errors=np.fromiter(
-                (bool(event.error) for event in events), dtype=np.bool_, count=count
+            timestamps_ms=times,
+            latency_ms=np.fromiter(
+                (math.nan if e.latency_ms is None else e.latency_ms for e in events),
+                np.float64,
+                count,
             ),
+            confidence=np.fromiter(
+                (math.nan if e.confidence is None else e.confidence for e in events),
+                np.float64,
+                count,
+            ),
+            errors=np.fromiter((bool(event.error) for event in events), np.bool_, count),
             series=series,
             row_event=np.concatenate(row_event),
             row_series=np.concatenate(row_series),
-            features=[event.features for event in events] if watched else [],
-            predictions=[event.prediction for event in events] if watched else [],
+            features=features or [],
+            predictions=[event.prediction for event in events] if features is not None else [],
         )
 
     def _admit_models(self, models: list[str]) -> dict[str, bool]:

@@ -168,8 +168,7 @@ class EventConsumer:
             self.dead_letter.flush()
         self.writer.write_refused(fresh)
 
-        for batch in assembled.models.values():
-            self.events_applied += self.writer.write(batch, now_ms)
+        self.events_applied += self.writer.write_all(list(assembled.models.values()), now_ms)
 
         next_offsets: dict[int, int] = {}
         for partition, offset in zip(partitions, offsets, strict=True):

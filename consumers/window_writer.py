@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from consumers.batching import RefusedMessage
-from detectors.window_store import Conflict, WindowStore
+from detectors.window_store import ApplyResult, Conflict, WindowStore
 from detectors.window_update import (
     Binning,
     FeatureBinner,
@@ -68,17 +68,36 @@ class WindowWriter:
             for partition in dropped & cached.keys():
                 del cached[partition]
 
+    def write_all(self, batches: Sequence[ModelBatch], now_ms: int) -> int:
+        """Apply several models' batches in one store round trip; returns events applied.
+
+        Conflicts (rare: a rebalance or a zombie) fall back to :meth:`write` for that model.
+        """
+        pending = [self._unapplied(batch.model, batch) for batch in batches]
+        pending = [batch for batch in pending if len(batch)]
+        updates = [self._update(batch, now_ms) for batch in pending]
+        applied = 0
+        for batch, update, result in zip(
+            pending, updates, self.store.apply_many(updates), strict=True
+        ):
+            if self._record(update, result):
+                applied += len(batch)
+            else:
+                applied += self.write(batch, now_ms)
+        return applied
+
     def write(self, batch: ModelBatch, now_ms: int) -> int:
         """Apply ``batch``'s new events; returns how many events were applied."""
         while True:
             batch = self._unapplied(batch.model, batch)
             if len(batch) == 0:
                 return 0
-            update = build_window_update(
-                batch, self.store.layout, self.binning, now_ms, self.feature_binner_for(batch.model)
-            )
-            if self._apply(update):
+            if self._apply(self._update(batch, now_ms)):
                 return len(batch)
+
+    def _update(self, batch: ModelBatch, now_ms: int) -> WindowUpdate:
+        binner = self.feature_binner_for(batch.model)
+        return build_window_update(batch, self.store.layout, self.binning, now_ms, binner)
 
     def unapplied_refused(self, refused: Sequence[RefusedAt]) -> list[RefusedAt]:
         """The refused messages not yet counted (a replay finds its earlier ones counted)."""
@@ -123,7 +142,10 @@ class WindowWriter:
         return cached
 
     def _apply(self, update: WindowUpdate) -> bool:
-        result = self.store.apply(update)
+        return self._record(update, self.store.apply(update))
+
+    def _record(self, update: WindowUpdate, result: ApplyResult) -> bool:
+        """Remember the checkpoints a result reveals; true when the update was written."""
         cached = self._checkpoints[update.model]
         if isinstance(result, Conflict):
             log.info(

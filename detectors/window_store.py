@@ -83,6 +83,10 @@ class WindowStore(abc.ABC):
     def apply(self, update: WindowUpdate) -> ApplyResult:
         """Write ``update`` atomically with its offsets, or refuse it as a :class:`Conflict`."""
 
+    def apply_many(self, updates: Sequence[WindowUpdate]) -> list[ApplyResult]:
+        """:meth:`apply` each update, in order; a backend may send them in one round trip."""
+        return [self.apply(update) for update in updates]
+
     @abc.abstractmethod
     def checkpoints(self, model: str, partitions: Iterable[int]) -> dict[int, int]:
         """Last applied offset per partition for ``model`` (-1 where nothing was applied)."""

@@ -120,8 +120,8 @@ class ModelBatch:
     series: list[Series]
     row_event: IntArray
     row_series: IntArray
-    features: list[Mapping[str, object]] = field(default_factory=list)
-    predictions: list[object] = field(default_factory=list)
+    features: Sequence[Mapping[str, object]] = field(default_factory=list)
+    predictions: Sequence[object] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.offsets)

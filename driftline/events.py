@@ -7,6 +7,10 @@ C: per-event Python is the hot path of every consumer.
 A message that fails decoding is never an exception for the caller: :func:`decode_event` returns
 an :class:`InvalidEvent` carrying a machine-readable :class:`InvalidReason`, which the consumer
 sends to the dead-letter topic and counts.
+
+``features`` stays raw JSON (checked to be an object) until a consumer needs the values: a model
+without a reference watches no features, and parsing 20 values per event would be most of the
+decoding cost. :func:`decode_features` parses and validates them, with the same reasons.
 """
 
 from __future__ import annotations
@@ -14,19 +18,22 @@ from __future__ import annotations
 import datetime
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
     "Deployment",
+    "FeatureValues",
     "InferenceEvent",
     "InvalidEvent",
     "InvalidReason",
     "LabelEvent",
     "decode_event",
+    "decode_features",
     "decode_label",
     "encode",
     "timestamp_ms",
@@ -42,6 +49,7 @@ _ModelName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,
 _Version = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
 _Timestamp = Annotated[int, msgspec.Meta(ge=0)] | datetime.datetime
 _FeatureValue = float | str | bool | None
+FeatureValues = dict[str, _FeatureValue]
 _SegmentValue = Annotated[str, msgspec.Meta(max_length=64)]
 
 
@@ -56,9 +64,17 @@ class InferenceEvent(msgspec.Struct, frozen=True):
     latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
     confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
     prediction: str | float | bool | None = None
-    features: Annotated[dict[str, _FeatureValue], msgspec.Meta(max_length=512)] = {}
+    features: msgspec.Raw = msgspec.Raw(b"{}")
+    """The raw JSON object; :func:`decode_features` parses it."""
     segment: Annotated[dict[str, _SegmentValue], msgspec.Meta(max_length=8)] = {}
     error: bool | str = False
+
+    @classmethod
+    def build(
+        cls, *, features: Mapping[str, float | str | bool | None] | None = None, **fields: Any
+    ) -> InferenceEvent:
+        """An event from plain values (``features`` as a mapping), as publishers make them."""
+        return cls(features=msgspec.Raw(_encoder.encode(dict(features or {}))), **fields)
 
 
 class LabelEvent(msgspec.Struct, frozen=True):
@@ -100,6 +116,11 @@ class InvalidEvent:
 
 _event_decoder = msgspec.json.Decoder(InferenceEvent)
 _label_decoder = msgspec.json.Decoder(LabelEvent)
+_features_decoder = msgspec.json.Decoder(Annotated[FeatureValues, msgspec.Meta(max_length=512)])
+# Most models send numbers only; this decoder is about twice as fast as the general one.
+_numeric_features_decoder = msgspec.json.Decoder(
+    Annotated[dict[str, float | None], msgspec.Meta(max_length=512)]
+)
 _encoder = msgspec.json.Encoder()
 
 _Decoded = TypeVar("_Decoded")
@@ -110,13 +131,31 @@ def decode_event(
 ) -> InferenceEvent | InvalidEvent:
     """Decode one Kafka message value into an event, or say why it is invalid.
 
-    >>> decode_event(b'{"event_id": "e1", "ts": 1700000000000, "model": "fraud", "version": "v2",'
-    ...              b' "latency_ms": 12.5, "features": {"amount": 3}}').features
+    >>> event = decode_event(b'{"event_id": "e1", "ts": 1700000000000, "model": "fraud",'
+    ...                      b' "version": "v2", "latency_ms": 12.5, "features": {"amount": 3}}')
+    >>> decode_features(event.features)
     {'amount': 3.0}
     >>> decode_event(b'{"event_id": "e1", "ts": 1, "model": "fraud"}').reason
     <InvalidReason.MISSING_FIELD: 'missing_field'>
     """
-    return _decode(_event_decoder, raw, max_bytes)
+    decoded = _decode(_event_decoder, raw, max_bytes)
+    if isinstance(decoded, InferenceEvent) and bytes(memoryview(decoded.features)[:1]) != b"{":
+        return InvalidEvent(InvalidReason.WRONG_TYPE, "Expected `object` - at `$.features`")
+    return decoded
+
+
+def decode_features(raw: msgspec.Raw) -> FeatureValues | InvalidEvent:
+    """Parse an event's ``features`` object: numbers, strings, booleans or null (missing)."""
+    try:
+        numeric: FeatureValues = _numeric_features_decoder.decode(raw)  # type: ignore[assignment]
+        return numeric
+    except msgspec.ValidationError:
+        pass
+    try:
+        return _features_decoder.decode(raw)
+    except msgspec.ValidationError as error:
+        detail = f"{error} (in `$.features`)"
+        return InvalidEvent(_validation_reason(str(error)), detail)
 
 
 def decode_label(

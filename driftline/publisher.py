@@ -77,7 +77,7 @@ class Publisher:
         error: bool | str = False,
     ) -> str:
         """Queue one event; returns its ``event_id`` (generated when not given)."""
-        event = InferenceEvent(
+        event = InferenceEvent.build(
             event_id=event_id or uuid.uuid4().hex,
             ts=ts_ms if ts_ms is not None else time.time_ns() // 1_000_000,
             model=model,
@@ -86,7 +86,7 @@ class Publisher:
             latency_ms=latency_ms,
             confidence=confidence,
             prediction=prediction,
-            features=dict(features or {}),
+            features=features,
             segment=dict(segment or {}),
             error=error,
         )

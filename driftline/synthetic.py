@@ -48,8 +48,13 @@ def synthetic_events(
     seed: int,
     chunk: int = 10_000,
     id_prefix: str = "",
+    decimals: int = 4,
 ) -> Iterator[tuple[bytes, dict[str, object]]]:
-    """Yield ``(json bytes, event dict)`` for ``count`` events spaced at ``rate_per_s``."""
+    """Yield ``(json bytes, event dict)`` for ``count`` events spaced at ``rate_per_s``.
+
+    ``decimals`` rounds feature values: 4 keeps tests' payloads small, 12 gives the ~700-byte
+    events of the throughput benchmark.
+    """
     rng = np.random.default_rng(seed)
     feature_names = [f"f{i}" for i in range(spec.feature_count)]
     shift = np.zeros(spec.feature_count)
@@ -78,7 +83,7 @@ def synthetic_events(
                 "confidence": round(float(confidence[row]), 4),
                 "prediction": "positive" if confidence[row] > 0.5 else "negative",
                 "features": dict(
-                    zip(feature_names, np.round(features[row], 4).tolist(), strict=True)
+                    zip(feature_names, np.round(features[row], decimals).tolist(), strict=True)
                 ),
                 "error": bool(errors[row]),
             }

@@ -58,6 +58,25 @@ class RedisWindowStore(WindowStore):
         self._admit = client.register_script(_script("admit.lua"))
 
     def apply(self, update: WindowUpdate) -> ApplyResult:
+        return self.apply_many([update])[0]
+
+    def apply_many(self, updates: Sequence[WindowUpdate]) -> list[ApplyResult]:
+        """One pipelined round trip; each script is still atomic on its own."""
+        pipeline = self.client.pipeline(transaction=False)
+        for update in updates:
+            keys, arguments = self._script_arguments(update)
+            self._apply(keys=keys, args=arguments, client=pipeline)
+        replies = pipeline.execute()
+        results: list[ApplyResult] = []
+        for update, reply in zip(updates, replies, strict=True):
+            if int(reply[0]) == 1:
+                results.append(Applied())
+            else:
+                checkpoints = zip(update.ranges, reply[1:], strict=True)
+                results.append(Conflict({span.partition: int(v) for span, v in checkpoints}))
+        return results
+
+    def _script_arguments(self, update: WindowUpdate) -> tuple[list[str], list[str | int]]:
         layout = self.layout
         keys = [
             self.keys.checkpoints(update.model),
@@ -84,15 +103,7 @@ class RedisWindowStore(WindowStore):
         arguments.append(len(update.totals))
         for name, increment in update.totals.items():
             arguments += [name, increment]
-        reply = self._apply(keys=keys, args=arguments)
-        if int(reply[0]) == 1:
-            return Applied()
-        return Conflict(
-            {
-                span.partition: int(value)
-                for span, value in zip(update.ranges, reply[1:], strict=True)
-            }
-        )
+        return keys, arguments
 
     def checkpoints(self, model: str, partitions: Iterable[int]) -> dict[int, int]:
         wanted = list(partitions)

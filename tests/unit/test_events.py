@@ -15,6 +15,7 @@ from driftline.events import (
     InvalidReason,
     LabelEvent,
     decode_event,
+    decode_features,
     decode_label,
     encode,
     timestamp_ms,
@@ -53,12 +54,10 @@ def _without(name: str) -> bytes:
         (_with(ts=1.5), InvalidReason.WRONG_TYPE),
         (_with(features=[1, 2]), InvalidReason.WRONG_TYPE),
         (VALID[:-1] + b',"latency_ms":1e999}', InvalidReason.NON_FINITE),
-        (VALID[:-1] + b',"features":{"x":-1e400}}', InvalidReason.NON_FINITE),
         (_with(latency_ms=-1), InvalidReason.OUT_OF_RANGE),
         (_with(confidence=1.5), InvalidReason.OUT_OF_RANGE),
         (_with(ts=-5), InvalidReason.OUT_OF_RANGE),
         (_with(event_id=""), InvalidReason.OUT_OF_RANGE),
-        (_with(features={f"f{i}": 1 for i in range(513)}), InvalidReason.OUT_OF_RANGE),
         (_with(model="-starts-with-dash"), InvalidReason.INVALID_VALUE),
         (_with(deployment="blue"), InvalidReason.INVALID_VALUE),
         (_with(ts="yesterday"), InvalidReason.INVALID_VALUE),
@@ -70,6 +69,27 @@ def test_every_invalid_event_gets_its_reason(raw: bytes | None, reason: InvalidR
     decoded = decode_event(raw)
     assert isinstance(decoded, InvalidEvent)
     assert decoded.reason == reason, decoded.detail
+
+
+@pytest.mark.parametrize(
+    ("features", "reason"),
+    [
+        (b'{"x": -1e400}', InvalidReason.NON_FINITE),
+        (b'{"x": [1]}', InvalidReason.WRONG_TYPE),
+        (msgspec.json.encode({f"f{i}": 1 for i in range(513)}), InvalidReason.OUT_OF_RANGE),
+    ],
+)
+def test_features_are_validated_when_parsed(features: bytes, reason: InvalidReason) -> None:
+    event = decode_event(VALID[:-1] + b',"features":' + features + b"}")
+    assert isinstance(event, InferenceEvent), "raw features are parsed only when watched"
+    parsed = decode_features(event.features)
+    assert isinstance(parsed, InvalidEvent) and parsed.reason == reason
+
+
+def test_features_mix_numbers_strings_booleans_and_missing() -> None:
+    raw = msgspec.Raw(b'{"amount": 3, "country": "DE", "vip": true, "age": null}')
+    assert decode_features(raw) == {"amount": 3.0, "country": "DE", "vip": True, "age": None}
+    assert decode_features(msgspec.Raw(b'{"a": 1, "b": 2.5}')) == {"a": 1.0, "b": 2.5}
 
 
 def test_oversized_is_refused_before_parsing() -> None:
