@@ -33,7 +33,7 @@ lint: ## ruff + mypy
 
 test: ## lint, then pytest against the running local stack (extra args: PYTEST_ARGS=...)
 	$(MAKE) lint
-	$(STACK_ENV); $(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+	$(STACK_ENV); $(PYTHON) -m pytest -q $(PYTEST_ARGS)
 
 bench: ## throughput benchmark against the local stack
 	$(STACK_ENV); $(PYTHON) bench/throughput.py
