@@ -9,6 +9,7 @@ twice and nothing is skipped, because a checkpoint only ever moves with the incr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from consumers.batching import RefusedMessage
-from detectors.window_store import ApplyResult, Conflict, WindowStore
+from consumers.exceptions import StoreStateLost
+from detectors.window_store import ApplyResult, Conflict, StateLost, WindowStore
 from detectors.window_update import (
     Binning,
     FeatureBinner,
@@ -75,7 +77,7 @@ class WindowWriter:
         """
         pending = [self._unapplied(batch.model, batch) for batch in batches]
         pending = [batch for batch in pending if len(batch)]
-        updates = [self._update(batch, now_ms) for batch in pending]
+        updates = [self._with_known_offsets(self._update(batch, now_ms)) for batch in pending]
         applied = 0
         for batch, update, result in zip(
             pending, updates, self.store.apply_many(updates), strict=True
@@ -142,11 +144,27 @@ class WindowWriter:
         return cached
 
     def _apply(self, update: WindowUpdate) -> bool:
+        update = self._with_known_offsets(update)
         return self._record(update, self.store.apply(update))
+
+    def _with_known_offsets(self, update: WindowUpdate) -> WindowUpdate:
+        """Tell the store what this writer knows was applied, so it can detect lost state."""
+        cached = self._checkpoints[update.model]
+        update.ranges = [
+            dataclasses.replace(span, known_applied_offset=cached.get(span.partition, -1))
+            for span in update.ranges
+        ]
+        return update
 
     def _record(self, update: WindowUpdate, result: ApplyResult) -> bool:
         """Remember the checkpoints a result reveals; true when the update was written."""
         cached = self._checkpoints[update.model]
+        if isinstance(result, StateLost):
+            self._checkpoints.clear()
+            raise StoreStateLost(
+                f"model {update.model}: checkpoints {dict(result.checkpoints)} are below the "
+                f"offsets already applied {dict(cached)}; the store lost its state"
+            )
         if isinstance(result, Conflict):
             log.info(
                 "model %s: offsets applied elsewhere %s; re-filtering",

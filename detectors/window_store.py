@@ -7,7 +7,9 @@ Lifecycle and guarantees every backend keeps:
    partition the update covers. It first checks those offsets: if any partition's checkpoint is
    already at or past the update's first offset, nothing is written and the checkpoints are
    returned (:class:`Conflict`); the caller drops the events at or below them and retries. This is
-   what makes a replayed batch (crash, rebalance, a zombie consumer) count once.
+   what makes a replayed batch (crash, rebalance, a zombie consumer) count once. If a checkpoint
+   is *below* the offset the writer knows was applied, the store lost its state: nothing is
+   written and :class:`StateLost` is returned, so the caller rebuilds by replaying.
 2. Only after ``apply`` returns :class:`Applied` may the consumer commit the Kafka offsets it
    covers: the commit is the last step, so a crash between the two replays, never loses.
 3. :meth:`WindowStore.read_windows` sums the buckets of each requested window into one flat field
@@ -25,7 +27,7 @@ from dataclasses import dataclass
 
 from detectors.window_update import WindowLayout, WindowUpdate
 
-__all__ = ["Applied", "ApplyResult", "Conflict", "KeySchema", "WindowStore"]
+__all__ = ["Applied", "ApplyResult", "Conflict", "KeySchema", "StateLost", "WindowStore"]
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,18 @@ class Conflict:
     checkpoints: Mapping[int, int]
 
 
-ApplyResult = Applied | Conflict
+@dataclass(frozen=True)
+class StateLost:
+    """Nothing was written: a checkpoint is below what the writer knew was applied.
+
+    Only lost data moves a checkpoint backwards (Redis restarted empty, a flush): the caller must
+    rebuild the windows by replaying, not add increments on top of the hole.
+    """
+
+    checkpoints: Mapping[int, int]
+
+
+ApplyResult = Applied | Conflict | StateLost
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,10 @@ class KeySchema:
 
     def admitted(self, model: str, dimension: str) -> str:
         return f"{self.prefix}:{{{model}}}:admitted:{dimension}"
+
+    def reference(self, model: str) -> str:
+        """The model's drift reference: a hash of ``id`` and ``json`` (``detectors.reference``)."""
+        return f"{self.prefix}:{{{model}}}:reference"
 
     def models(self) -> str:
         return f"{self.prefix}:{{registry}}:models"

@@ -26,6 +26,7 @@ import msgspec
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
+    "MAX_TIMESTAMP_MS",
     "Deployment",
     "FeatureValues",
     "InferenceEvent",
@@ -47,7 +48,10 @@ DEPLOYMENTS: tuple[Deployment, ...] = ("stable", "canary", "shadow")
 _EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _ModelName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 _Version = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
-_Timestamp = Annotated[int, msgspec.Meta(ge=0)] | datetime.datetime
+# Epoch milliseconds up to the end of year 9999, as RFC 3339 allows: larger integers would not
+# fit the int64 columns the consumer bins with.
+MAX_TIMESTAMP_MS = 253_402_300_799_999
+_Timestamp = Annotated[int, msgspec.Meta(ge=0, le=MAX_TIMESTAMP_MS)] | datetime.datetime
 _FeatureValue = float | str | bool | None
 FeatureValues = dict[str, _FeatureValue]
 _SegmentValue = Annotated[str, msgspec.Meta(max_length=64)]

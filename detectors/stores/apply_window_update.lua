@@ -5,30 +5,35 @@
 --
 -- KEYS[1] checkpoints hash, KEYS[2] totals hash, KEYS[3] meta hash,
 -- KEYS[4..] pairs of (bucket hash, rollup hash), one pair per bucket of the update.
--- ARGV: partition count P, then P triples (partition, first offset, last offset), newest event ms,
+-- ARGV: partition count P, then P quadruples (partition, first offset, last offset, last offset the
+-- caller knows applied or -1), newest event ms,
 -- then per bucket pair: bucket expire-at ms, rollup expire-at ms, field count F, F (field, increment)
 -- pairs; then total count T and T (field, increment) pairs.
 
 local partition_count = tonumber(ARGV[1])
 local checkpoints = {}
-local conflict = false
+local status = 1
 local position = 2
 for p = 1, partition_count do
   local applied = redis.call('HGET', KEYS[1], ARGV[position])
   local last = -1
   if applied then last = tonumber(applied) end
-  if last >= tonumber(ARGV[position + 1]) then conflict = true end
+  if last < tonumber(ARGV[position + 3]) then
+    status = 2
+  elseif status == 1 and last >= tonumber(ARGV[position + 1]) then
+    status = 0
+  end
   checkpoints[p] = applied or '-1'
-  position = position + 3
+  position = position + 4
 end
-if conflict then
-  return {0, unpack(checkpoints)}
+if status ~= 1 then
+  return {status, unpack(checkpoints)}
 end
 
 position = 2
 for p = 1, partition_count do
   redis.call('HSET', KEYS[1], ARGV[position], ARGV[position + 2])
-  position = position + 3
+  position = position + 4
 end
 local newest_event_ms = ARGV[position]
 position = position + 1

@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from detectors.window_store import Applied, ApplyResult, Conflict, WindowStore
+from detectors.window_store import Applied, ApplyResult, Conflict, StateLost, WindowStore
 from detectors.window_update import WindowLayout, WindowUpdate
 
 __all__ = ["MemoryWindowStore"]
@@ -37,6 +37,8 @@ class MemoryWindowStore(WindowStore):
     def apply(self, update: WindowUpdate) -> ApplyResult:
         checkpoints = self._checkpoints[update.model]
         current = {span.partition: checkpoints.get(span.partition, -1) for span in update.ranges}
+        if any(current[span.partition] < span.known_applied_offset for span in update.ranges):
+            return StateLost(current)
         if any(current[span.partition] >= span.first_offset for span in update.ranges):
             return Conflict(current)
         for span in update.ranges:

@@ -13,7 +13,14 @@ from typing import Any
 
 import redis
 
-from detectors.window_store import Applied, ApplyResult, Conflict, KeySchema, WindowStore
+from detectors.window_store import (
+    Applied,
+    ApplyResult,
+    Conflict,
+    KeySchema,
+    StateLost,
+    WindowStore,
+)
 from detectors.window_update import WindowLayout, WindowUpdate
 
 __all__ = ["RedisWindowStore", "connect_redis"]
@@ -69,11 +76,13 @@ class RedisWindowStore(WindowStore):
         replies = pipeline.execute()
         results: list[ApplyResult] = []
         for update, reply in zip(updates, replies, strict=True):
-            if int(reply[0]) == 1:
+            status = int(reply[0])
+            if status == 1:
                 results.append(Applied())
-            else:
-                checkpoints = zip(update.ranges, reply[1:], strict=True)
-                results.append(Conflict({span.partition: int(v) for span, v in checkpoints}))
+                continue
+            pairs = zip(update.ranges, reply[1:], strict=True)
+            checkpoints = {span.partition: int(value) for span, value in pairs}
+            results.append(Conflict(checkpoints) if status == 0 else StateLost(checkpoints))
         return results
 
     def _script_arguments(self, update: WindowUpdate) -> tuple[list[str], list[str | int]]:
@@ -85,7 +94,12 @@ class RedisWindowStore(WindowStore):
         ]
         arguments: list[str | int] = [len(update.ranges)]
         for span in update.ranges:
-            arguments += [span.partition, span.first_offset, span.last_offset]
+            arguments += [
+                span.partition,
+                span.first_offset,
+                span.last_offset,
+                span.known_applied_offset,
+            ]
         arguments.append(update.newest_event_ms)
         bucket_retention = layout.retention_ms(layout.bucket_ms)
         rollup_retention = layout.retention_ms(layout.rollup_ms)
