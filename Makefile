@@ -9,7 +9,7 @@ STACK := deploy/local/stack.sh
 STACK_ENV = eval "$$(bash $(STACK) env)"
 PYTEST_ARGS ?=
 
-.PHONY: help install stack-up stack-down stack-status lint test bench demo
+.PHONY: help install stack-up stack-down stack-status lint test test-cluster bench demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -34,6 +34,11 @@ lint: ## ruff + mypy
 test: ## lint, then pytest against the running local stack (extra args: PYTEST_ARGS=...)
 	$(MAKE) lint
 	$(STACK_ENV); $(PYTHON) -m pytest -q $(PYTEST_ARGS)
+
+test-cluster: ## the integration suite against a 3-node Redis Cluster (deploy/local/redis-cluster.sh)
+	bash deploy/local/redis-cluster.sh up
+	$(STACK_ENV); export DRIFTLINE_REDIS_URL=redis+cluster://127.0.0.1:17001/0; \
+		$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
 
 bench: ## throughput benchmark against the local stack
 	$(STACK_ENV); $(PYTHON) bench/throughput.py

@@ -61,16 +61,25 @@ def _config(run: str, bootstrap: str, redis_url: str, runtime_batch: int) -> Con
 
 
 def _create_topics(admin: AdminClient, config: Config, partitions: int) -> None:
-    topics = [NewTopic(config.topics.events, partitions, 1),
-              NewTopic(config.topics.dead_letter, 1, 1)]
+    topics = [
+        NewTopic(config.topics.events, partitions, 1),
+        NewTopic(config.topics.dead_letter, 1, 1),
+    ]
     for future in admin.create_topics(topics).values():
         future.result(timeout=30)
 
 
 def _producer(bootstrap: str) -> Producer:
-    return Producer({"bootstrap.servers": bootstrap, "linger.ms": 50, "batch.size": 1_000_000,
-                     "compression.type": "lz4", "queue.buffering.max.messages": 2_000_000,
-                     "queue.buffering.max.kbytes": 2_000_000})
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 50,
+            "batch.size": 1_000_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 2_000_000,
+            "queue.buffering.max.kbytes": 2_000_000,
+        }
+    )
 
 
 def _send(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
@@ -82,26 +91,46 @@ def _send(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
             producer.poll(0.05)
 
 
-def prefill(bootstrap: str, topic: str, count: int) -> tuple[int, float]:
+def prefill(
+    bootstrap: str, topic: str, count: int, *, spread_keys: bool = False
+) -> tuple[int, float]:
+    """Produce ``count`` events of the benchmark models; returns (count, mean bytes).
+
+    Keys are the model name, as the contract says; ``spread_keys`` adds the event number, so
+    that four models still spread over every partition of a wide topic (scale-out runs).
+    """
     producer = _producer(bootstrap)
     now_ms = int(time.time() * 1000)
     per_model = count // len(MODELS)
     size = 0
     for seed, model in enumerate(MODELS):
         spec = TrafficSpec(model, "v1", feature_count=20)
-        stream = synthetic_events(spec, per_model, start_ms=now_ms - 1_800_000,
-                                  rate_per_s=per_model / 1_700, seed=seed, decimals=12)
-        for raw, _ in stream:
+        stream = synthetic_events(
+            spec,
+            per_model,
+            start_ms=now_ms - 1_800_000,
+            rate_per_s=per_model / 1_700,
+            seed=seed,
+            decimals=12,
+        )
+        for index, (raw, _) in enumerate(stream):
             size += len(raw)
-            _send(producer, topic, raw, model.encode())
+            key = f"{model}-{index % 64}" if spread_keys else model
+            _send(producer, topic, raw, key.encode())
         producer.poll(0)
     producer.flush(120)
     return per_model * len(MODELS), size / (per_model * len(MODELS))
 
 
 def measure_floor(bootstrap: str, topic: str, count: int, batch: int) -> float:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{uuid.uuid4()}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"floor-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.subscribe([topic])
     seen = 0
     started = None
@@ -138,9 +167,19 @@ def _start_consumer(config: Config, directory: Path) -> subprocess.Popen[bytes]:
     path = directory / "bench.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     return subprocess.Popen(
-        [sys.executable, "-m", "driftline.cli", "--log-level", "warning", "consume",
-         "--config", str(path)],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=(directory / "consumer.log").open("wb"),
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli",
+            "--log-level",
+            "warning",
+            "consume",
+            "--config",
+            str(path),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=(directory / "consumer.log").open("wb"),
     )
 
 
@@ -185,8 +224,9 @@ def measure_freshness(
     config: Config, client: redis.Redis, rate: float, seconds: float
 ) -> dict[str, float]:
     """Produce at ``rate`` with ts = now while the consumer runs; sample the newest event's age."""
-    template = next(synthetic_events(TrafficSpec("fraud", "v1"), 1, start_ms=0, rate_per_s=1,
-                                     seed=99))[1]
+    template = next(
+        synthetic_events(TrafficSpec("fraud", "v1"), 1, start_ms=0, rate_per_s=1, seed=99)
+    )[1]
     template.pop("ts")
     body = json.dumps(template, separators=(",", ":")).encode()[1:]
     producer = _producer(config.kafka.bootstrap_servers)

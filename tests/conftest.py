@@ -22,6 +22,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from detectors.stores.redis_store import connect_redis
 from driftline.config import Config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +44,8 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    # A redis+cluster:// URL runs the whole suite against Redis Cluster (make test-cluster).
+    client = connect_redis(redis_url)
     client.ping()
     yield client
     client.close()
@@ -171,6 +173,24 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 60)
         consumer.close()
 
 
+def wait_until_committed(
+    bootstrap: str, group: str, topic: str, partitions: int, timeout_s: float = 120
+) -> None:
+    """Wait until the group has committed every partition's end offset.
+
+    A partition that never received a message has nothing to commit: its committed offset stays
+    unset (negative) and counts as 0.
+    """
+    ends = end_offsets(bootstrap, topic, partitions)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        committed = [max(o, 0) for o in committed_offsets(bootstrap, group, topic, partitions)]
+        if committed == ends:
+            return
+        assert time.monotonic() < deadline, f"committed {committed} never reached {ends}"
+        time.sleep(0.5)
+
+
 def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets-reader"})
     try:
@@ -182,11 +202,49 @@ def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
         consumer.close()
 
 
-def start_consumer(config_path: Path, *extra: str) -> subprocess.Popen[bytes]:
+RUNTIMES = ("confluent", "faust")
+
+
+@pytest.fixture(params=RUNTIMES)
+def runtime(request: pytest.FixtureRequest) -> str:
+    """A test (or fixture) taking ``runtime`` runs once per consumer runtime, same assertions."""
+    runtime_name: str = request.param
+    return runtime_name
+
+
+def event_consumer(runtime: str, config: Config, store: Any) -> Any:
+    """The in-process consumer of ``runtime``; both offer ``run(max_idle_s=)``, ``stop()``,
+    ``events_applied`` and ``batches``."""
+    if runtime == "faust":
+        from consumers.faust_app import FaustEventConsumer
+
+        return FaustEventConsumer(config, store)
+    from consumers.kafka_consumer import EventConsumer
+
+    return EventConsumer(config, store)
+
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_processes() -> Iterator[None]:
+    """Processes a test started and did not stop (it failed midway) are killed after it."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+
+
+def start_consumer(
+    config_path: Path, *extra: str, runtime: str = "confluent"
+) -> subprocess.Popen[bytes]:
     """A ``driftline consume`` process; its log goes to a file beside the config."""
     log_path = config_path.parent / f"consumer-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log_file:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -194,9 +252,24 @@ def start_consumer(config_path: Path, *extra: str) -> subprocess.Popen[bytes]:
                 "consume",
                 "--config",
                 str(config_path),
+                "--runtime",
+                runtime,
                 *extra,
             ],
             cwd=REPO,
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
+    process.log_path = log_path  # type: ignore[attr-defined]
+    _started.append(process)
+    return process
+
+
+def wait_for_log(process: subprocess.Popen[bytes], text: str, timeout_s: float = 60) -> None:
+    """Wait until a started process has logged ``text`` (e.g. that it joined its group)."""
+    deadline = time.monotonic() + timeout_s
+    path: Path = process.log_path  # type: ignore[attr-defined]
+    while text not in path.read_text(errors="replace"):
+        assert process.poll() is None, f"process exited: {path.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"{text!r} never logged"
+        time.sleep(0.1)

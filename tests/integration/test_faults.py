@@ -1,0 +1,127 @@
+"""Faults survived with real processes: a consumer SIGKILLed at random points, 20 times in one run."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from consumers.window_writer import BAD_EVENTS_FIELD, INVALID_EVENTS_MODEL
+from detectors.stores.redis_store import RedisWindowStore
+from detectors.window_store import KeySchema
+from driftline.cli import layout_from_config
+from driftline.config import Config
+from driftline.synthetic import TrafficSpec, synthetic_events
+from tests.conftest import (
+    produce,
+    start_consumer,
+    wait_for_log,
+    wait_until_committed,
+    write_config,
+)
+
+KILLS = 20
+
+
+def test_twenty_random_sigkills_lose_and_double_count_nothing(
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    # Static membership: a restarted consumer takes its partitions back at once instead of
+    # waiting out the session timeout, which is also what a production restart wants.
+    config = stack_config(
+        partitions=3,
+        consumer={"batch_size": 200},
+        kafka={"consumer": {"group.instance.id": f"killed-{unique}",
+                            "session.timeout.ms": 6000}},
+    )
+    now_ms = int(time.time() * 1000)
+    values: list[bytes] = []
+    for seed, model in enumerate(("fraud", "churn", "ranker")):
+        stream = synthetic_events(TrafficSpec(model, "v1", feature_count=2), 30_000,
+                                  start_ms=now_ms - 100_000, rate_per_s=400, seed=seed)
+        values += [raw for raw, _ in stream]
+    bad = [b"{broken json" for _ in range(300)]
+    random.Random(3).shuffle(mixed := values + bad)
+    produce(kafka_bootstrap, config.topics.events, mixed)
+
+    config_path = write_config(config, tmp_path)
+    store = RedisWindowStore(redis_client, layout_from_config(config),
+                             KeySchema(config.redis.key_prefix))
+
+    def applied() -> int:
+        return sum(sum(store.totals(model).values()) for model in ("fraud", "churn", "ranker"))
+
+    rng = random.Random(11)
+    kills = 0
+    process = start_consumer(config_path)
+    deadline = time.monotonic() + 240
+    while kills < KILLS:
+        # Kill at a random point after the restarted consumer has applied something, so every
+        # kill lands mid-stream (between any two steps of the checkpoint order), not at start-up.
+        before = applied()
+        while applied() == before:
+            assert time.monotonic() < deadline, f"no progress after {kills} kills"
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.3))
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        kills += 1
+        assert applied() < len(values), f"the run ended after only {kills} kills"
+        process = start_consumer(config_path)
+    wait_until_committed(kafka_bootstrap, config.kafka.group_id, config.topics.events, 3)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(60) == 0
+
+    for model in ("fraud", "churn", "ranker"):
+        assert store.totals(model) == {"v1|stable||events": 30_000}, model
+    assert store.totals(INVALID_EVENTS_MODEL) == {f"{BAD_EVENTS_FIELD}bad_json": 300}
+
+
+def test_rebalances_while_producing_lose_nothing(
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """Four consumers on twelve partitions join and leave while events keep arriving."""
+    config = stack_config(partitions=12, consumer={"batch_size": 500})
+    config_path = write_config(config, tmp_path)
+    store = RedisWindowStore(redis_client, layout_from_config(config),
+                             KeySchema(config.redis.key_prefix))
+    now_ms = int(time.time() * 1000)
+    models = [f"model{i}" for i in range(8)]
+    chunks = []
+    for seed, model in enumerate(models):
+        stream = synthetic_events(TrafficSpec(model, "v1", feature_count=2), 6000,
+                                  start_ms=now_ms - 60_000, rate_per_s=200, seed=seed)
+        chunks.append([(raw, model.encode()) for raw, _ in stream])
+    messages = [pair for group in zip(*chunks, strict=True) for pair in group]
+
+    consumers = [start_consumer(config_path)]
+    rng = random.Random(5)
+    for step, start in enumerate(range(0, len(messages), 4000)):
+        part = messages[start : start + 4000]
+        produce(kafka_bootstrap, config.topics.events, [v for v, _ in part], [k for _, k in part])
+        if step % 3 == 2 and len(consumers) > 1:
+            leaving = consumers.pop(rng.randrange(len(consumers)))
+            leaving.send_signal(signal.SIGTERM if step % 2 else signal.SIGKILL)
+            leaving.wait(30)
+        elif len(consumers) < 4:
+            consumers.append(start_consumer(config_path))
+        time.sleep(0.5)
+
+    wait_until_committed(kafka_bootstrap, config.kafka.group_id, config.topics.events, 12)
+    for process in consumers:
+        wait_for_log(process, "assigned")  # a SIGTERM during start-up would kill, not stop, it
+        process.send_signal(signal.SIGTERM)
+    assert [process.wait(60) for process in consumers] == [0] * len(consumers)
+    for model in models:
+        assert store.totals(model) == {"v1|stable||events": 6000}, model
