@@ -92,7 +92,7 @@ def main() -> None:
     models = [f"model{i:02d}" for i in range(arguments.models)]
     templates = []
     for seed, model in enumerate(models):
-        for raw, event in synthetic_events(
+        for _raw, event in synthetic_events(
             TrafficSpec(model, "v1", feature_count=10), 20, start_ms=0, rate_per_s=1, seed=seed
         ):
             event.pop("ts")

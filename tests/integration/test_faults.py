@@ -1,4 +1,4 @@
-"""Faults survived with real processes: a consumer SIGKILLed at random points, 20 times in one run."""
+"""Faults survived with real processes killed and restarted by the tests."""
 
 from __future__ import annotations
 
