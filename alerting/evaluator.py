@@ -8,7 +8,9 @@ A tick, in order:
 3. Hand the windows to every :class:`Contributor` (traffic figures here; drift, quality and alert
    rules plug in the same way), which add samples to the snapshot.
 4. Add lifetime counters, refused messages, freshness, consumer lag and the tick's own health.
-5. Publish the snapshot to the collector, in one swap.
+5. Run every :class:`TickHook` on the complete snapshot (the alert rules, see
+   ``alerting.alerting_step``).
+6. Publish the snapshot to the collector, in one swap.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from alerting import metric_names as names
 from alerting.consumer_lag import ConsumerLagReader
+from alerting.evaluator_lease import EvaluatorLease
 from alerting.snapshot import Snapshot, SnapshotCollector
 from consumers.window_writer import BAD_EVENTS_FIELD, INVALID_EVENTS_MODEL
 from detectors.latency_sketch import LogBucketMapping
@@ -31,7 +34,7 @@ from detectors.window_store import WindowStore
 from detectors.window_summary import SeriesWindow, summarise
 from driftline.config import Config
 
-__all__ = ["Contributor", "Evaluator", "ModelWindows", "TrafficFigures"]
+__all__ = ["Contributor", "Evaluator", "ModelWindows", "TickHook", "TrafficFigures"]
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,19 @@ class Contributor(Protocol):
     """Adds figures computed from a model's windows to the tick's snapshot."""
 
     def contribute(self, model: ModelWindows, snapshot: Snapshot) -> None: ...
+
+
+class TickHook(Protocol):
+    """Runs once per tick after every model's figures are in the snapshot (the alert rules)."""
+
+    def after_figures(self, snapshot: Snapshot) -> None: ...
+
+
+@runtime_checkable
+class TakeOverHook(Protocol):
+    """A hook with state to resume when this evaluator becomes the active one."""
+
+    def take_over(self, now_ms: int) -> None: ...
 
 
 class TrafficFigures:
@@ -91,6 +107,8 @@ class Evaluator:
         contributors: Iterable[Contributor] = (),
         lag_reader: ConsumerLagReader | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
+        hooks: Iterable[TickHook] = (),
+        lease: EvaluatorLease | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -99,6 +117,8 @@ class Evaluator:
         self.contributors: list[Contributor] = [TrafficFigures(latency), *contributors]
         self.lag_reader = lag_reader
         self.clock_ms = clock_ms
+        self.hooks = list(hooks)
+        self.lease = lease
         self.ticks = 0
         windows = config.windows
         self.window_seconds = {"short": windows.short_seconds, "long": windows.long_seconds}
@@ -137,12 +157,15 @@ class Evaluator:
                 labels = (self.lag_reader.group, topic, str(partition))
                 snapshot.add(names.CONSUMER_LAG, labels, lag)
         snapshot.add(names.MODELS, (), len(models))
+        for hook in self.hooks:
+            hook.after_figures(snapshot)
         dropped = _cap_series(snapshot, self.config.evaluator.max_series)
         snapshot.add(names.SERIES_DROPPED, (), dropped)
         self.ticks += 1
         snapshot.add(names.TICKS_TOTAL, (), self.ticks)
         snapshot.add(names.TICK_DURATION, (), time.perf_counter() - started)
         snapshot.add(names.LAST_TICK, (), time.time())
+        snapshot.add(names.EVALUATOR_LEADER, (), 1)
         self.collector.publish(snapshot)
         return snapshot
 
@@ -158,14 +181,40 @@ class Evaluator:
         snapshot.add(names.FRESHNESS, (model,), freshness)
 
     def run(self, stop: threading.Event) -> None:
+        """Tick every ``tick_seconds`` until ``stop``; with a lease, only while holding it.
+
+        A standby publishes only ``driftline_evaluator_leader 0`` (so Prometheus never sees two
+        sets of figures, nor alerts twice). On becoming active, hooks that keep state
+        (``take_over``) resume what the previous active evaluator left in Redis.
+        """
         interval = self.config.evaluator.tick_seconds
-        while not stop.is_set():
-            started = time.monotonic()
-            try:
-                self.tick()
-            except Exception:  # a failed tick must not end monitoring; the next one retries
-                log.exception("evaluator tick failed")
-            stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        active = False
+        try:
+            while not stop.is_set():
+                started = time.monotonic()
+                try:
+                    was_active, active = active, self.lease is None or self.lease.hold()
+                    if active and not was_active and self.lease is not None:
+                        log.info("evaluator lease taken: this evaluator is now active")
+                        for hook in self.hooks:
+                            if isinstance(hook, TakeOverHook):
+                                hook.take_over(self.clock_ms())
+                    if active:
+                        self.tick()
+                    else:
+                        self._standby_tick()
+                except Exception:  # a failed tick must not end monitoring; the next one retries
+                    log.exception("evaluator tick failed")
+                stop.wait(max(0.0, interval - (time.monotonic() - started)))
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+
+    def _standby_tick(self) -> None:
+        snapshot = Snapshot(taken_at_ms=self.clock_ms())
+        snapshot.add(names.EVALUATOR_LEADER, (), 0)
+        snapshot.add(names.LAST_TICK, (), time.time())
+        self.collector.publish(snapshot)
 
 
 def _cap_series(snapshot: Snapshot, max_series: int) -> int:

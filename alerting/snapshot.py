@@ -38,7 +38,10 @@ class Snapshot:
     def value(self, metric: MetricName, **labels: str) -> float | None:
         """The value of the one sample matching ``labels`` exactly (tests and the CLI use it)."""
         for sample in self.samples:
-            if sample.metric == metric and dict(zip(metric.labels, sample.labels)) == labels:
+            if (
+                sample.metric == metric
+                and dict(zip(metric.labels, sample.labels, strict=True)) == labels
+            ):
                 return sample.value
         return None
 

@@ -14,6 +14,11 @@ then measures, on the same data:
 Prints one JSON object. Needs the local stack: ``eval "$(bash deploy/local/stack.sh env)"``.
 
     python bench/throughput.py [--events 1000000] [--steady-rate 50000] [--steady-seconds 20]
+                               [--runtime confluent|faust]
+
+``--runtime faust`` measures the faust-streaming runtime on the same data; its batches are often
+smaller than ``--batch-size`` (a Faust batch also ends when ``poll_timeout_seconds`` passes), so
+its per-batch Redis figures are per configured batch.
 """
 
 from __future__ import annotations
@@ -163,7 +168,9 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _start_consumer(config: Config, directory: Path) -> subprocess.Popen[bytes]:
+def _start_consumer(
+    config: Config, directory: Path, runtime: str = "confluent"
+) -> subprocess.Popen[bytes]:
     path = directory / "bench.yaml"
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     return subprocess.Popen(
@@ -176,6 +183,8 @@ def _start_consumer(config: Config, directory: Path) -> subprocess.Popen[bytes]:
             "consume",
             "--config",
             str(path),
+            "--runtime",
+            runtime,
         ],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
@@ -192,10 +201,10 @@ def _command_stats(client: redis.Redis) -> tuple[int, int]:
 
 
 def measure_pipeline(
-    config: Config, client: redis.Redis, count: int, directory: Path
+    config: Config, client: redis.Redis, count: int, directory: Path, runtime: str = "confluent"
 ) -> dict[str, float]:
     commands_before, scripts_before = _command_stats(client)
-    process = _start_consumer(config, directory)
+    process = _start_consumer(config, directory, runtime)
     started = None
     while True:
         applied = _applied(client, config)
@@ -273,6 +282,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=10_000)
     parser.add_argument("--steady-rate", type=float, default=50_000)
     parser.add_argument("--steady-seconds", type=float, default=20)
+    parser.add_argument(
+        "--runtime",
+        choices=("confluent", "faust"),
+        default="confluent",
+        help="the `driftline consume --runtime` measured (docs/runtimes.md)",
+    )
     arguments = parser.parse_args()
 
     bootstrap = os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
@@ -286,7 +301,7 @@ def main() -> None:
     count, mean_bytes = prefill(bootstrap, config.topics.events, arguments.events)
     floor = measure_floor(bootstrap, config.topics.events, count, arguments.batch_size)
     with tempfile.TemporaryDirectory() as directory:
-        pipeline = measure_pipeline(config, client, count, Path(directory))
+        pipeline = measure_pipeline(config, client, count, Path(directory), arguments.runtime)
         process = pipeline.pop("process")
         try:
             freshness = measure_freshness(
@@ -299,7 +314,7 @@ def main() -> None:
     for key in client.scan_iter(f"bench{run}:*", count=1000):
         client.delete(key)
     result = {
-        "runtime": "confluent",
+        "runtime": arguments.runtime,
         "events": count,
         "event_bytes_mean": round(mean_bytes, 1),
         "batch_size": arguments.batch_size,

@@ -18,6 +18,7 @@ from operator import attrgetter
 import numpy as np
 import numpy.typing as npt
 
+from detectors.prediction_record import PredictionColumns, predicted_classes
 from detectors.series import OVERFLOW_VALUE, Series, segment_name
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner, ModelBatch
@@ -222,6 +223,22 @@ class BatchAssembler:
             row_series=np.concatenate(row_series),
             features=features or [],
             predictions=[event.prediction for event in events] if features is not None else [],
+            prediction_columns=self._prediction_columns(model, events),
+        )
+
+    def _prediction_columns(
+        self, model: str, events: list[InferenceEvent]
+    ) -> PredictionColumns | None:
+        """What labels will be joined with and judged against; only for labelled models."""
+        labels = self.config.model(model).labels
+        if labels is None:
+            return None
+        predictions = [event.prediction for event in events]
+        return PredictionColumns(
+            event_ids=[event.event_id for event in events] if labels.join else [],
+            predictions=predictions,
+            predicted=predicted_classes(predictions, labels.positive_classes),
+            record_ms=labels.record_ms,
         )
 
     def _admit_models(self, models: list[str]) -> dict[str, bool]:

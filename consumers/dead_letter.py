@@ -49,17 +49,35 @@ class DeadLetterPublisher:
         self._failures: list[str] = []
 
     def publish(self, message: Message, reason: str, detail: str) -> None:
-        headers = dead_letter_headers(
-            reason, detail, message.topic(), message.partition(), message.offset()
+        self.publish_record(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.value(),
+            reason,
+            detail,
         )
-        value = message.value()
+
+    def publish_record(
+        self,
+        topic: str | None,
+        partition: int | None,
+        offset: int | None,
+        key: str | bytes | None,
+        value: bytes | None,
+        reason: str,
+        detail: str,
+    ) -> None:
+        """:meth:`publish` from the message's fields, for runtimes without confluent messages."""
+        headers = dead_letter_headers(reason, detail, topic, partition, offset)
         if value is not None and len(value) > self.max_value_bytes:
             headers.append(("driftline.truncated_from", str(len(value)).encode()))
             value = value[: self.max_value_bytes]
         self._producer.produce(
             self.topic,
             value=value,
-            key=message.key(),
+            key=key,
             headers=headers,
             on_delivery=self._delivered,
         )

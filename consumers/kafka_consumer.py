@@ -11,6 +11,9 @@ double-counts):
 4. The resume hint (next offset per partition) is saved in the store.
 5. Kafka offsets are committed: the last step, after the state they cover is safe.
 
+Steps 2 to 4 are ``consumers.batch_applier``, which the Faust runtime (``consumers.faust_app``)
+runs too, so the two runtimes cannot disagree about what a batch does to the windows.
+
 Auto-commit is off. On assignment (cooperative-sticky, so ``incremental_assign``) each partition
 resumes from the later of Kafka's committed offset and the store's resume hint; if Kafka has a
 commit but the store has no hint, the store lost its state, and the partition seeks back one long
@@ -29,11 +32,9 @@ from typing import Any
 import redis
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
-from consumers.batching import BatchAssembler
-from consumers.dead_letter import DeadLetterPublisher
-from consumers.window_writer import RefusedAt, WindowWriter
+from consumers.batch_applier import BatchApplier, RawBatch, binning_from_config
 from detectors.window_store import WindowStore
-from detectors.window_update import Binning, FeatureBinner
+from detectors.window_update import FeatureBinner
 from driftline.config import Config
 
 __all__ = ["EventConsumer", "binning_from_config", "consumer_settings"]
@@ -43,17 +44,6 @@ log = logging.getLogger(__name__)
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def binning_from_config(config: Config) -> Binning:
-    from detectors.latency_sketch import LogBucketMapping
-
-    monitoring = config.monitoring
-    return Binning(
-        latency=LogBucketMapping(monitoring.latency_relative_accuracy),
-        confidence_bins=monitoring.confidence_bins,
-        low_confidence_threshold=monitoring.low_confidence_threshold,
-    )
 
 
 def consumer_settings(config: Config) -> dict[str, Any]:
@@ -85,16 +75,11 @@ class EventConsumer:
         self.store = store
         self.topic = config.topics.events
         self.clock_ms = clock_ms
-        self.assembler = BatchAssembler(config, store, feature_binner_for)
-        self.writer = WindowWriter(store, binning_from_config(config), feature_binner_for)
-        self.dead_letter = DeadLetterPublisher(
-            config.topics.dead_letter,
-            {
-                "bootstrap.servers": config.kafka.bootstrap_servers,
-                **config.kafka.client,
-                **config.kafka.producer,
-            },
-        )
+        # Steps 2 to 4, shared with the Faust runtime (consumers.faust_app).
+        self.applier = BatchApplier(config, store, feature_binner_for)
+        self.assembler = self.applier.assembler
+        self.writer = self.applier.writer
+        self.dead_letter = self.applier.dead_letter
         self._consumer = Consumer(consumer_settings(config))
         self._stopping = threading.Event()
         self._applied_next_offsets: dict[int, int] = {}
@@ -152,31 +137,17 @@ class EventConsumer:
                 log.error("consume error: %s", error)
         if not good:
             return
-        partitions = [m.partition() for m in good]
-        offsets = [m.offset() for m in good]
-        assembled = self.assembler.assemble(partitions, offsets, [m.value() for m in good], now_ms)
-
-        refused = [
-            RefusedAt(partitions[item.index], offsets[item.index], item)
-            for item in assembled.refused
-        ]
-        fresh = self.writer.unapplied_refused(refused)
-        for item in fresh:
-            invalid = item.refused.invalid
-            self.dead_letter.publish(good[item.refused.index], invalid.reason, invalid.detail)
-        if fresh:
-            self.dead_letter.flush()
-        self.writer.write_refused(fresh)
-
-        self.events_applied += self.writer.write_all(list(assembled.models.values()), now_ms)
-
-        next_offsets: dict[int, int] = {}
-        for partition, offset in zip(partitions, offsets, strict=True):
-            if offset + 1 > next_offsets.get(partition, -1):
-                next_offsets[partition] = offset + 1
-        self.store.save_consumer_positions(self.config.kafka.group_id, self.topic, next_offsets)
-        self._commit(next_offsets, asynchronous=True)
-        self._applied_next_offsets.update(next_offsets)
+        batch = RawBatch(
+            self.topic,
+            [m.partition() for m in good],
+            [m.offset() for m in good],
+            [m.key() for m in good],
+            [m.value() for m in good],
+        )
+        applied = self.applier.apply(batch, now_ms)
+        self.events_applied += applied.events_applied
+        self._commit(applied.next_offsets, asynchronous=True)
+        self._applied_next_offsets.update(applied.next_offsets)
         self.batches += 1
 
     def _commit(self, next_offsets: Mapping[int, int], *, asynchronous: bool) -> None:

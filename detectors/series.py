@@ -20,6 +20,7 @@ __all__ = [
     "OVERFLOW_VALUE",
     "Metric",
     "Series",
+    "class_metric",
     "field_name",
     "segment_name",
     "split_field",
@@ -53,12 +54,41 @@ class Metric:
     FEATURE = "feature"
     PREDICTION = "prediction"
     LATE_EVENTS = "late_events"
+    # Predictions of label-configured models (``models.<m>.labels``), counted by the events
+    # consumer; per class metrics are ``<metric>@<class>`` (:func:`class_metric`).
+    PREDICTED = "predicted"
+    PREDICTED_CONFIDENCE = "predicted_confidence"
+    # Labels, counted by the labels consumer in the bucket of the *prediction's* time.
+    LABELLED = "labelled"
+    CORRECT = "correct"
+    TRUE_POSITIVE = "true_positive"
+    FALSE_POSITIVE = "false_positive"
+    FALSE_NEGATIVE = "false_negative"
+    LABEL_DELAY = "label_delay"
+    LABELLED_CONFIDENCE = "labelled_confidence"
+    CORRECT_CONFIDENCE = "correct_confidence"
+    ABSOLUTE_ERROR_SUM = "absolute_error_sum"
+    SQUARED_ERROR_SUM = "squared_error_sum"
+    # Lifetime totals of the labels consumer.
+    LABELS = "labels"
+    LATE_LABELS = "late_labels"
+    LABELS_REFUSED = "labels_refused"
 
 
 def segment_name(attribute: str, value: str) -> str:
     """``attribute=value`` with ``|`` and ``%`` escaped, so the field layout stays parseable."""
     escaped = value.replace("%", "%25").replace("|", "%7C")
     return f"{attribute}={escaped}"
+
+
+def class_metric(metric: str, label_class: str) -> str:
+    """``<metric>@<class>``, with ``%`` and ``:`` escaped so a class never reads as a bin index.
+
+    >>> class_metric("true_positive", "1"), class_metric("predicted_confidence", "a:b") + ":7"
+    ('true_positive@1', 'predicted_confidence@a%3Ab:7')
+    """
+    escaped = label_class.replace("%", "%25").replace(":", "%3A")
+    return f"{metric}@{escaped}"
 
 
 def field_name(series: Series, metric: str) -> str:

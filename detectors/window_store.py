@@ -7,7 +7,10 @@ Lifecycle and guarantees every backend keeps:
    partition the update covers. It first checks those offsets: if any partition's checkpoint is
    already at or past the update's first offset, nothing is written and the checkpoints are
    returned (:class:`Conflict`); the caller drops the events at or below them and retries. This is
-   what makes a replayed batch (crash, rebalance, a zombie consumer) count once. If a checkpoint
+   what makes a replayed batch (crash, rebalance, a zombie consumer) count once. The update's
+   join records are written first (before its checkpoint can move); its label markers are
+   checked with the checkpoints: if one is already set, nothing is written (:class:`Conflict`
+   with ``labelled``), so a duplicate label counts once even across consumers. If a checkpoint
    is *below* the offset the writer knows was applied, the store lost its state: nothing is
    written and :class:`StateLost` is returned, so the caller rebuilds by replaying.
 2. Only after ``apply`` returns :class:`Applied` may the consumer commit the Kafka offsets it
@@ -40,9 +43,12 @@ class Conflict:
     """Nothing was written: some of the update's offsets were applied before.
 
     ``checkpoints`` maps each partition of the update to its last applied offset (-1 for none).
+    ``labelled`` holds the update's markers that were already set (duplicate labels, counted by
+    another batch); the caller counts those labels as duplicates and retries.
     """
 
     checkpoints: Mapping[int, int]
+    labelled: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -68,8 +74,22 @@ class KeySchema:
     def bucket(self, model: str, width_ms: int, start_ms: int) -> str:
         return f"{self.prefix}:{{{model}}}:bucket:{width_ms}:{start_ms}"
 
-    def checkpoints(self, model: str) -> str:
-        return f"{self.prefix}:{{{model}}}:checkpoints"
+    def checkpoints(self, model: str, space: str = "") -> str:
+        """Last applied offset per partition; ``space`` names another topic's offsets (labels)."""
+        suffix = f":{space}" if space else ""
+        return f"{self.prefix}:{{{model}}}:checkpoints{suffix}"
+
+    def labelled(self, model: str, event_id: str) -> str:
+        """Marker of an event whose label was counted (duplicates count once)."""
+        return f"{self.prefix}:{{{model}}}:labelled:{event_id}"
+
+    def prediction(self, event_id: str) -> str:
+        """A prediction on record for the label join; no hash tag: labels may carry only the id."""
+        return f"{self.prefix}:prediction:{event_id}"
+
+    def quality_reference(self, model: str) -> str:
+        """The model's quality reference (``detectors.quality_reference``), JSON."""
+        return f"{self.prefix}:{{{model}}}:quality-reference"
 
     def totals(self, model: str) -> str:
         return f"{self.prefix}:{{{model}}}:totals"
@@ -105,8 +125,25 @@ class WindowStore(abc.ABC):
         return [self.apply(update) for update in updates]
 
     @abc.abstractmethod
-    def checkpoints(self, model: str, partitions: Iterable[int]) -> dict[int, int]:
-        """Last applied offset per partition for ``model`` (-1 where nothing was applied)."""
+    def checkpoints(self, model: str, partitions: Iterable[int], space: str = "") -> dict[int, int]:
+        """Last applied offset per partition for ``model`` (-1 where nothing was applied), in the
+        checkpoint ``space`` of :attr:`WindowUpdate.checkpoint_space`."""
+
+    @abc.abstractmethod
+    def prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
+        """The join record of each event (``detectors.prediction_record``), ``None`` if absent."""
+
+    @abc.abstractmethod
+    def labelled(self, model: str, event_ids: Sequence[str]) -> list[bool]:
+        """Whether a label of each event was already counted (its marker is set)."""
+
+    @abc.abstractmethod
+    def quality_reference(self, model: str) -> str | None:
+        """The model's quality reference document, if one was saved."""
+
+    @abc.abstractmethod
+    def save_quality_reference(self, model: str, document: str) -> None:
+        """Replace the model's quality reference document."""
 
     @abc.abstractmethod
     def admit(self, model: str, dimension: str, values: Sequence[str], cap: int) -> list[bool]:

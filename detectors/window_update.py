@@ -21,7 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.latency_sketch import LogBucketMapping
-from detectors.series import Metric, Series
+from detectors.prediction_record import PredictionColumns, join_records
+from detectors.series import Metric, Series, class_metric
 
 __all__ = [
     "Binning",
@@ -31,6 +32,8 @@ __all__ = [
     "WindowLayout",
     "WindowUpdate",
     "build_window_update",
+    "feature_metric",
+    "prediction_metric",
 ]
 
 IntArray = npt.NDArray[np.int64]
@@ -77,12 +80,23 @@ class WindowLayout:
         return [newest - i * width for i in range(count)]
 
     def oldest_accepted_ms(self, now_ms: int) -> int:
-        """Events stamped before this would land only in already-expired buckets."""
-        return now_ms - self.retention_ms(self.rollup_ms) + self.rollup_ms
+        """Events stamped before this would land only in buckets no window reads any more.
+
+        Only the levels that serve a window count: with every window read from buckets, the
+        rollups (written all the same) keep nothing a window needs.
+        """
+        serving = {self.width_for(window_ms) for window_ms in (self.short_ms, self.long_ms)}
+        return now_ms - max(self.retention_ms(width) - width for width in serving)
 
 
 class FeatureBinner(Protocol):
     """Bins a batch's feature values with a reference's edges (see ``detectors.reference``)."""
+
+    @property
+    def field_tag(self) -> str:
+        """Id of the bins (the reference's); part of every field name, so windows never add up
+        bins of two different references (see :func:`feature_metric`)."""
+        ...
 
     def bin_features(self, features: Sequence[Mapping[str, object]]) -> Mapping[str, IntArray]:
         """Bin index of every event for each watched feature (same order as ``features``)."""
@@ -122,6 +136,8 @@ class ModelBatch:
     row_series: IntArray
     features: Sequence[Mapping[str, object]] = field(default_factory=list)
     predictions: Sequence[object] = field(default_factory=list)
+    prediction_columns: PredictionColumns | None = None
+    """Ids and predictions of models with a ``labels`` section (``detectors.prediction_record``)."""
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -144,14 +160,24 @@ class ModelBatch:
             row_series=self.row_series[keep_rows],
             features=[self.features[i] for i in kept] if self.features else [],
             predictions=[self.predictions[i] for i in kept] if self.predictions else [],
+            prediction_columns=(
+                None if self.prediction_columns is None else self.prediction_columns.select(keep)
+            ),
         )
 
 
 @dataclass(frozen=True)
 class PartitionRange:
+    """The offsets of one partition an update covers.
+
+    ``known_applied_offset`` is what the writer last saw applied there (-1: nothing known); a
+    store whose checkpoint is below it has lost state and refuses the update.
+    """
+
     partition: int
     first_offset: int
     last_offset: int
+    known_applied_offset: int = -1
 
 
 @dataclass
@@ -160,6 +186,12 @@ class WindowUpdate:
 
     ``buckets`` maps a bucket start (ms, at ``bucket_ms`` width) to field increments; a store adds
     the same increments to the rollup that contains the bucket.
+
+    Labels (``consumers.label_writer``) use the rest: ``checkpoint_space`` keeps the labels
+    topic's offsets apart from the events topic's; ``markers`` are ``(event_id, expire-at ms)`` of
+    the labels counted, and the store refuses the whole update if any is already marked (a
+    duplicate label). ``join_records`` are ``(event_id, record, expire-at ms)`` of predictions for
+    the label join, written before the checkpoint moves.
     """
 
     model: str
@@ -167,6 +199,9 @@ class WindowUpdate:
     buckets: dict[int, dict[str, int]]
     totals: dict[str, int]
     newest_event_ms: int
+    checkpoint_space: str = ""
+    markers: list[tuple[str, int]] = field(default_factory=list)
+    join_records: list[tuple[str, bytes, int]] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
@@ -252,12 +287,23 @@ def build_window_update(
     micros = np.rint(np.nan_to_num(confidence) * 1_000_000).astype(np.int64)
     _add_sums(buckets, bucket_starts, series_keys, group, micros, Metric.CONFIDENCE_SUM_MICROS)
 
+    if batch.prediction_columns is not None:
+        for label_class, predicted in batch.prediction_columns.predicted.items():
+            chosen = predicted[row_event]
+            add(class_metric(Metric.PREDICTED, label_class), chosen, None)
+            add(
+                class_metric(Metric.PREDICTED_CONFIDENCE, label_class),
+                chosen & has_confidence,
+                confidence_bins,
+            )
+
     if feature_binner is not None and batch.features:
+        tag = feature_binner.field_tag
         for feature, bins in feature_binner.bin_features(batch.features).items():
-            add(f"{Metric.FEATURE}:{feature}", None, bins[row_event])
+            add(feature_metric(tag, feature), None, bins[row_event])
         prediction_bins = feature_binner.bin_predictions(batch.predictions)
         if prediction_bins is not None:
-            add(Metric.PREDICTION, None, prediction_bins[row_event])
+            add(prediction_metric(tag), None, prediction_bins[row_event])
 
     live_times = batch.timestamps_ms[~late]
     newest = int(live_times.max()) if len(live_times) else 0
@@ -267,7 +313,18 @@ def build_window_update(
         buckets={start: dict(fields) for start, fields in buckets.items()},
         totals=dict(totals),
         newest_event_ms=newest,
+        join_records=join_records(batch, now_ms),
     )
+
+
+def feature_metric(field_tag: str, feature: str) -> str:
+    """The histogram metric of ``feature`` binned with the bins tagged ``field_tag``."""
+    return f"{Metric.FEATURE}:{field_tag}:{feature}"
+
+
+def prediction_metric(field_tag: str) -> str:
+    """The histogram metric of the prediction binned with the bins tagged ``field_tag``."""
+    return f"{Metric.PREDICTION}:{field_tag}"
 
 
 def _cells(group: IntArray, bins: IntArray | None) -> list[tuple[int, str, int]]:

@@ -51,8 +51,19 @@ def open_store(config: Config) -> Any:
     try:
         client.ping()
     except redis.RedisError as error:
-        raise click.ClickException(f"redis.url = {settings.url!r}: cannot connect: {error}") from None
+        raise click.ClickException(
+            f"redis.url = {settings.url!r}: cannot connect: {error}"
+        ) from None
     return RedisWindowStore(client, layout_from_config(config), KeySchema(settings.key_prefix))
+
+
+def reference_cache(config: Config, store: Any) -> Any:
+    """The drift references of the Redis ``store``'s models, refreshed in the background."""
+    from detectors.reference_cache import ReferenceCache
+    from detectors.stores.redis_reference_store import RedisReferenceStore
+
+    references = RedisReferenceStore(store.client, store.keys)
+    return ReferenceCache(references, refresh_seconds=config.drift.reference_refresh_seconds)
 
 
 def layout_from_config(config: Config) -> Any:
@@ -87,8 +98,12 @@ config_option = click.option(
 
 
 @click.group()
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def main(log_level: str) -> None:
     """driftline: a streaming monitor for machine-learning models in production."""
     _setup_logging(log_level)
@@ -96,21 +111,47 @@ def main(log_level: str) -> None:
 
 @main.command()
 @config_option
-@click.option("--runtime", type=click.Choice(["confluent"]), default="confluent",
-              show_default=True, help="Consumer runtime.")
-@click.option("--exit-when-idle", type=float, default=None, metavar="SECONDS",
-              help="Exit after this many seconds without a message (batch jobs, tests).")
+@click.option(
+    "--runtime",
+    type=click.Choice(["confluent", "faust"]),
+    default="confluent",
+    show_default=True,
+    help="Consumer runtime: confluent-kafka, or a faust-streaming app (docs/runtimes.md).",
+)
+@click.option(
+    "--exit-when-idle",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Exit after this many seconds without a message (batch jobs, tests).",
+)
 def consume(config_path: Path | None, runtime: str, exit_when_idle: float | None) -> None:
     """Consume the events topic into the Redis windows (exactly once)."""
     from consumers.kafka_consumer import EventConsumer
 
     config = _config(config_path)
-    consumer = EventConsumer(config, open_store(config))
+    store = open_store(config)
+    binner_for = reference_cache(config, store).binner_for
+    if runtime == "faust":
+        from consumers.faust_app import CompressionUnsupported, FaustEventConsumer
+
+        try:
+            consumer: EventConsumer | FaustEventConsumer = FaustEventConsumer(
+                config, store, feature_binner_for=binner_for
+            )
+        except (ConfigError, CompressionUnsupported) as error:
+            raise click.ClickException(str(error)) from None
+    else:
+        consumer = EventConsumer(config, store, feature_binner_for=binner_for)
     _stop_on_signals(consumer.stop)
     started = time.monotonic()
     consumer.run(max_idle_s=exit_when_idle)
-    log.info("stopped after %d batches, %d events applied in %.1fs",
-             consumer.batches, consumer.events_applied, time.monotonic() - started)
+    log.info(
+        "stopped after %d batches, %d events applied in %.1fs",
+        consumer.batches,
+        consumer.events_applied,
+        time.monotonic() - started,
+    )
 
 
 @main.command()
@@ -129,16 +170,54 @@ def evaluate(config_path: Path | None, port: int | None, once: bool) -> None:
     store = open_store(config)
     collector = SnapshotCollector()
     lag_reader = ConsumerLagReader(
-        config.kafka.bootstrap_servers, config.kafka.group_id, [config.topics.events],
+        config.kafka.bootstrap_servers,
+        config.kafka.group_id,
+        [config.topics.events],
         **config.kafka.client,
     )
-    evaluator = Evaluator(config, store, collector, lag_reader=lag_reader)
+    from alerting.alerting_step import build_alerting_step
+
+    try:
+        alerting_step = build_alerting_step(config, store.client)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from None
+    hooks = [] if alerting_step is None else [alerting_step]
+    from alerting.drift_figures import DriftFigures
+    from alerting.quality_figures import QualityFigures, QualityReferences
+
+    quality_references = QualityReferences(store, config.quality.reference_refresh_seconds)
+    quality = QualityFigures(config, store, quality_references.reference)
+    drift = DriftFigures(
+        config.drift,
+        reference_cache(config, store).reference,
+        confidence_bins=config.monitoring.confidence_bins,
+    )
+    from alerting.evaluator_lease import EvaluatorLease
+    from alerting.rollback_ledger import AlertingKeys
+
+    lease = EvaluatorLease(
+        store.client,
+        AlertingKeys(config.redis.key_prefix).evaluator_lease(),
+        ttl_ms=int(config.evaluator.lease_ttl_seconds * 1000),
+    )
+    evaluator = Evaluator(
+        config,
+        store,
+        collector,
+        contributors=[drift, quality],
+        lag_reader=lag_reader,
+        hooks=[quality, *hooks],
+        lease=None if once else lease,
+    )
     if once:
         snapshot = evaluator.tick()
+        if alerting_step is not None:
+            alerting_step.close()
         for sample in snapshot.samples:
             labels = dict(zip(sample.metric.labels, sample.labels, strict=True))
-            click.echo(json.dumps({"metric": sample.metric.name, "labels": labels,
-                                   "value": sample.value}))
+            click.echo(
+                json.dumps({"metric": sample.metric.name, "labels": labels, "value": sample.value})
+            )
         return
     registry = CollectorRegistry()
     registry.register(collector)
@@ -148,21 +227,51 @@ def evaluate(config_path: Path | None, port: int | None, once: bool) -> None:
     stop = threading.Event()
     _stop_on_signals(stop.set)
     evaluator.run(stop)
+    if alerting_step is not None:
+        alerting_step.close()
     lag_reader.close()
 
 
 @main.command()
 @config_option
-@click.option("--seconds", type=float, default=60.0, show_default=True,
-              help="How long to run the synthetic traffic.")
-@click.option("--rate", type=float, default=2000.0, show_default=True,
-              help="Events per second per model version.")
+@click.option(
+    "--seconds",
+    type=float,
+    default=150.0,
+    show_default=True,
+    help="Longest the scenario may run; it ends 10 s after the rollback.",
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=200.0,
+    show_default=True,
+    help="Events per second per model version.",
+)
 def demo(config_path: Path | None, seconds: float, rate: float) -> None:
-    """Synthetic traffic through the real stack, with live window figures."""
+    """A canary drifts, slows down and loses precision; watch it be rolled back (docs/demo.md)."""
     from driftline.demo import run_demo
 
-    run_demo(_config(config_path), seconds=seconds, rate_per_s=rate)
+    if not run_demo(_config(config_path), seconds=seconds, rate_per_s=rate):
+        raise click.ClickException(f"no rollback within {seconds:g}s")
 
+
+from driftline.alerting_commands import drill, rules, webhook  # noqa: E402
+
+main.add_command(rules)
+main.add_command(webhook)
+main.add_command(drill)
+
+from driftline.backtest_command import backtest  # noqa: E402
+from driftline.baseline_command import baseline  # noqa: E402
+
+main.add_command(baseline)
+main.add_command(backtest)
+
+from driftline.quality_commands import calibrate, consume_labels  # noqa: E402
+
+main.add_command(consume_labels)
+main.add_command(calibrate)
 
 if __name__ == "__main__":
     main()

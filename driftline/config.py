@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -16,6 +17,10 @@ from typing import Any, Self
 import pydantic
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from driftline.alerting_config import AlertingConfig, RuleList
+from driftline.drift_config import DriftConfig
+from driftline.quality_config import ModelLabelsConfig, QualityConfig
 
 __all__ = [
     "Config",
@@ -121,6 +126,11 @@ class EvaluatorConfig(_Strict):
     max_series: int = Field(
         2000, ge=1, description="Cap on exported label sets per metric; the rest is counted."
     )
+    lease_ttl_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="One evaluator is active; a standby takes over this long after it stops.",
+    )
 
 
 class MonitoringConfig(_Strict):
@@ -142,6 +152,7 @@ class ModelConfig(_Strict):
     features: dict[str, FeatureType] = Field(default_factory=dict)
     segments: list[str] = Field(default_factory=list, max_length=8)
     stable_version: str | None = None
+    labels: ModelLabelsConfig | None = None
 
 
 class Config(_Strict):
@@ -153,6 +164,10 @@ class Config(_Strict):
     evaluator: EvaluatorConfig = EvaluatorConfig()
     monitoring: MonitoringConfig = MonitoringConfig()
     models: dict[str, ModelConfig] = Field(default_factory=dict)
+    rules: RuleList = Field(default_factory=list)
+    alerting: AlertingConfig = AlertingConfig()
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
 
     def model(self, name: str) -> ModelConfig:
         """The model's configuration; an unconfigured model gets the defaults."""
@@ -185,10 +200,16 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     return parse_config(data, source=source)
 
 
+def _key_part(part: str | int) -> str:
+    """A key as written in YAML; odd ones (spaces, control characters) quoted so they show."""
+    text = str(part)
+    return text if re.fullmatch(r"[A-Za-z0-9_.-]+", text) else repr(text)
+
+
 def _describe(error: pydantic.ValidationError, source: str) -> str:
     lines = [f"{source}: {error.error_count()} invalid setting(s)"]
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        key = ".".join(_key_part(part) for part in item["loc"]) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"

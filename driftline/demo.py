@@ -1,43 +1,188 @@
-"""``driftline demo``: synthetic traffic through the real local stack, with live window figures.
+"""``driftline demo``: a canary goes bad and is rolled back, through the real local stack.
 
-It creates the topics, starts one ``driftline consume`` and one ``driftline evaluate`` process
-(the same commands a deployment runs), publishes seeded traffic for two models with a stable and
-a canary version through :class:`~driftline.publisher.Publisher`, and redraws a table of the
-evaluator's figures every two seconds. Halfway through, the canary of ``fraud`` gets slower.
+The scenario, in order (times from the start of traffic, with the defaults):
+
+1. Name the run (topics, consumer group and Redis key prefix are the run's own, so a demo never
+   sees an earlier one), write its config (short windows: 1 s buckets, 20 s and 60 s windows, a
+   1 s tick) under ``~/.cache/driftline/demo/<run>/``, create the topics, and save each model's
+   drift reference, built from synthetic stable traffic.
+2. Start the processes a deployment runs: ``driftline consume``, ``consume-labels``,
+   ``evaluate`` (``/metrics`` on ``evaluator.metrics_port``, which the local Prometheus scrapes)
+   and, when its port is free, ``webhook`` (where the local Alertmanager sends rollback alerts).
+3. Publish live traffic with ground truth for two models, each with a stable and a canary
+   version; labels follow their predictions two seconds later.
+4. At 20 s freeze each model's quality reference (``driftline calibrate``); at 30 s inject drift
+   (two features shifted), a latency rise (x4) and a precision drop into ``fraud``'s canary.
+5. The rules move through pending and firing; ``canary-p99-latency-vs-stable`` has
+   ``action: rollback``: the evaluator rolls the canary back (``dry_run: false``): the Redis key
+   services read is set to the stable version and a command goes to the control topic. The
+   traffic obeys the key, as a service would, and the canary's traffic stops.
+6. Ten seconds later stop everything and print a summary: the alerts' transitions, the rollback
+   from the audit stream, and where to look.
+
+The live view redraws from the evaluator's own ``/metrics``; without a terminal (CI, a pipe) it
+prints one line per change instead. It exits non-zero when no rollback happened in time.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
+import socket
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import click
 import yaml
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]
-from confluent_kafka.admin import AdminClient
-from rich.console import Console
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from alerting.evaluator import Evaluator
-from alerting.snapshot import Snapshot, SnapshotCollector
-from driftline.config import Config
-from driftline.publisher import Publisher
+from driftline.config import Config, parse_config
+from driftline.live_traffic import LiveStream, LiveTraffic
 from driftline.synthetic import TrafficSpec, synthetic_events
 
-__all__ = ["run_demo"]
+__all__ = ["DEMO_STREAMS", "demo_settings", "run_demo", "save_references"]
 
-STREAMS = (
-    TrafficSpec("fraud", "v41", "stable", feature_count=5),
-    TrafficSpec("fraud", "v42", "canary", feature_count=5),
-    TrafficSpec("churn", "v7", "stable", feature_count=5, latency_median_ms=45.0),
-    TrafficSpec("churn", "v8", "canary", feature_count=5, latency_median_ms=45.0),
+FEATURES = 5
+SEGMENTS = (("region", ("eu", "us")),)
+DEMO_STREAMS = (
+    # (model, version, deployment, latency median ms)
+    ("fraud", "v41", "stable", 20.0),
+    ("fraud", "v42", "canary", 20.0),
+    ("churn", "v7", "stable", 45.0),
+    ("churn", "v8", "canary", 45.0),
 )
+BAD_MODEL, BAD_VERSION = "fraud", "v42"
+ROLLBACK_RULE = "canary-p99-latency-vs-stable"
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
 
 
-def _ensure_topics(config: Config) -> None:
+def _spec(model: str, version: str, deployment: str, latency_ms: float) -> TrafficSpec:
+    return TrafficSpec(
+        model,
+        version,
+        deployment,
+        feature_count=FEATURES,
+        latency_median_ms=latency_ms,
+        segments=SEGMENTS,
+    )
+
+
+def demo_settings(base: Config, run_id: str, *, for_seconds: float = 10.0) -> dict[str, Any]:
+    """The demo's config: ``base`` (addresses, credentials, ports) with the scenario's sections.
+
+    Topics, group and key prefix carry ``run_id``. ``for_seconds`` is the rules' ``for``.
+    """
+    data = base.model_dump(mode="json", by_alias=True)
+    prefix = f"demo-{run_id}"
+    data["kafka"]["group_id"] = f"driftline-{prefix}"
+    data["redis"]["key_prefix"] = prefix
+    data["topics"] = {
+        "events": f"driftline.{prefix}.events",
+        "labels": f"driftline.{prefix}.labels",
+        "dead_letter": f"driftline.{prefix}.dead-letter",
+        "control": f"driftline.{prefix}.control",
+    }
+    data["windows"] = {
+        "bucket_seconds": 1,
+        "rollup_seconds": 2,
+        "short_seconds": 20,
+        "long_seconds": 60,
+    }
+    data["consumer"]["poll_timeout_seconds"] = 0.2
+    data["evaluator"]["tick_seconds"] = 1.0
+    data["evaluator"]["lease_ttl_seconds"] = 5.0
+    labels = {"kind": "classification", "positive_classes": ["positive"], "horizon_seconds": 600}
+    data["models"] = {
+        model: {"stable_version": version, "segments": ["region"], "labels": labels}
+        for model, version, deployment, _ in DEMO_STREAMS
+        if deployment == "stable"
+    }
+    data["drift"] = {**data["drift"], "minimum_samples": 200, "reference_refresh_seconds": 1.0}
+    data["quality"] = {
+        **data["quality"],
+        "minimum_labelled": 30,
+        "comparison_minimum_events": 100,
+        "reference_refresh_seconds": 1.0,
+    }
+    data["rules"] = [
+        {
+            "name": ROLLBACK_RULE,
+            "metric": "driftline_latency_seconds",
+            "match": {"quantile": "0.99", "deployment": "canary", "segment": ""},
+            "relative": {"reference": {"deployment": "stable"}, "mode": "ratio"},
+            "comparison": ">",
+            "threshold": 1.5,
+            "for": for_seconds,
+            "windows": "short",
+            "min_samples": 100,
+            "severity": "page",
+            "action": "rollback",
+            "summary": "{model} canary {version}: p99 latency {value:.2f}x the stable version's",
+        },
+        {
+            "name": "canary-drift-share",
+            "metric": "driftline_drift_share_ratio",
+            "match": {"deployment": "canary", "segment": ""},
+            "comparison": ">",
+            "threshold": 0.25,
+            "for": for_seconds / 2,
+            "windows": "short",
+            "min_samples": 200,
+            "severity": "ticket",
+            "summary": "{model} canary {version}: {value:.2f} of its features drifted",
+            "runbook_url": "docs/runbooks/drift-share.md",
+        },
+        {
+            "name": "canary-precision-loss",
+            "metric": "driftline_canary_difference",
+            "match": {"deployment": "canary", "figure": "precision", "class": "positive"},
+            "comparison": "<",
+            "threshold": -0.1,
+            "for": for_seconds / 2,
+            "windows": "short",
+            "min_samples": 0,
+            "severity": "page",
+            "summary": "{model} canary {version}: precision {value:.2f} against stable",
+            "runbook_url": "docs/runbooks/README.md",
+        },
+    ]
+    notifiers: list[dict[str, Any]] = [{"type": "log"}]
+    alertmanager = os.environ.get("DRIFTLINE_ALERTMANAGER_URL")
+    if alertmanager:
+        notifiers.append({"type": "alertmanager", "url": alertmanager, "resend_seconds": 5})
+    data["alerting"] = {
+        **data["alerting"],
+        "notifiers": notifiers,
+        "rollback": {
+            "dry_run": False,
+            "cooldown_seconds": 60,
+            "max_per_day": 10,
+            "retries": 1,
+            "backoff_seconds": 0.2,
+            "actions": [
+                {"type": "redis_key", "key": f"{prefix}:active-version:{{model}}"},
+                {"type": "kafka_control"},
+            ],
+        },
+    }
+    return data
+
+
+def ensure_topics(config: Config) -> None:
     admin = AdminClient(
         {"bootstrap.servers": config.kafka.bootstrap_servers, **config.kafka.client}
     )
@@ -46,8 +191,8 @@ def _ensure_topics(config: Config) -> None:
         NewTopic(name, partitions, 1)
         for name, partitions in (
             (config.topics.events, 4),
-            (config.topics.dead_letter, 1),
             (config.topics.labels, 4),
+            (config.topics.dead_letter, 1),
             (config.topics.control, 1),
         )
         if name not in existing
@@ -56,120 +201,392 @@ def _ensure_topics(config: Config) -> None:
         future.result(timeout=30)
 
 
-def _table(snapshot: Snapshot, elapsed_s: float) -> Table:
-    table = Table(title=f"driftline demo: short window, {elapsed_s:5.1f}s")
-    for column in (
-        "model",
-        "version",
-        "deployment",
-        "events",
-        "p50 ms",
-        "p99 ms",
-        "error ratio",
-        "confidence",
-        "low conf.",
-    ):
-        table.add_column(column, justify="right" if column[0] in "epcl" else "left")
-    figures: dict[tuple[str, ...], dict[str, float]] = {}
-    for sample in snapshot.samples:
-        labels = dict(zip(sample.metric.labels, sample.labels, strict=True))
-        if labels.get("window") != "short" or labels.get("segment"):
+def save_references(config: Config, store: Any) -> list[str]:
+    """Each model's drift reference, from 5,000 synthetic events of its stable version."""
+    from detectors.reference_builder import ReferenceBuilder
+    from detectors.stores.redis_reference_store import RedisReferenceStore
+    from driftline.events import InferenceEvent, decode_event
+
+    references = RedisReferenceStore(store.client, store.keys)
+    saved = []
+    for seed, (model, version, deployment, latency_ms) in enumerate(DEMO_STREAMS):
+        if deployment != "stable":
             continue
-        key = (labels["model"], labels["version"], labels["deployment"])
-        name = sample.metric.name
-        if name == "driftline_latency_seconds":
-            name = f"latency_{labels['quantile']}"
-        figures.setdefault(key, {})[name] = sample.value
-    for (model, version, deployment), values in sorted(figures.items()):
-        table.add_row(
+        builder = ReferenceBuilder(
+            model,
+            bins=config.drift.bins,
+            top_k=config.drift.top_k,
+            max_features=config.drift.max_features,
+            confidence_bins=config.monitoring.confidence_bins,
+        )
+        spec = _spec(model, version, deployment, latency_ms)
+        decoded = [
+            decode_event(raw)
+            for raw, _ in synthetic_events(spec, 5000, start_ms=0, rate_per_s=100, seed=1000 + seed)
+        ]
+        builder.add(event for event in decoded if isinstance(event, InferenceEvent))
+        reference = builder.build(
+            created_at_ms=time.time_ns() // 1_000_000,
+            source=f"demo: 5,000 synthetic events of {model} {version}",
+        )
+        references.save(reference)
+        saved.append(reference.reference_id)
+    return saved
+
+
+def scrape(url: str) -> Samples:
+    """``/metrics`` as metric name -> [(labels, value)]; empty when it does not answer."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((host, port)) != 0
+
+
+@dataclass
+class _Process:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+
+def _start(name: str, arguments: list[str], run_dir: Path, env: Mapping[str, str]) -> _Process:
+    log_path = run_dir / f"{name}.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "driftline.cli", *arguments],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(env),
+        )
+    return _Process(name, process, log_path)
+
+
+@contextlib.contextmanager
+def _processes(config: Config, config_path: Path, run_dir: Path) -> Iterator[list[_Process]]:
+    env = {**os.environ, "DRIFTLINE_WEBHOOK_TOKEN": os.environ.get(
+        "DRIFTLINE_WEBHOOK_TOKEN", "dev-token")}
+    with_config = ["--config", str(config_path)]
+    started = [
+        _start("consume", ["consume", *with_config], run_dir, env),
+        _start("consume-labels", ["consume-labels", *with_config], run_dir, env),
+        _start("evaluate", ["evaluate", *with_config], run_dir, env),
+    ]
+    webhook = config.alerting.webhook
+    if port_free(webhook.host, webhook.port):
+        started.append(_start("webhook", ["webhook", *with_config], run_dir, env))
+    try:
+        yield started
+    finally:
+        for running in started:
+            if running.process.poll() is None:
+                running.process.send_signal(signal.SIGTERM)
+        for running in started:
+            try:
+                running.process.wait(30)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+                running.process.wait(10)
+
+
+@dataclass
+class _Watch:
+    """What the live view has seen so far."""
+
+    started: float
+    metrics: Samples = field(default_factory=dict)
+    states: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
+    timeline: list[str] = field(default_factory=list)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def note(self, text: str, console: Console, live: bool) -> None:
+        line = f"t+{self.elapsed():5.1f}s  {text}"
+        self.timeline.append(line)
+        if not live:
+            console.print(line, highlight=False)
+
+    def update(self, metrics: Samples, console: Console, live: bool) -> None:
+        if not metrics:
+            return
+        self.metrics = metrics
+        for labels, value in metrics.get("driftline_alert_state", []):
+            if value != 1:
+                continue
+            key = (labels["rule"], labels["model"], labels["version"], labels["segment"])
+            state = labels["state"]
+            if self.states.get(key, "inactive") != state:
+                where = f"{key[1]} {key[2]}" + (f" [{key[3]}]" if key[3] else "")
+                self.note(f"alert {key[0]} on {where}: {state}", console, live)
+            self.states[key] = state
+
+
+def _value(metrics: Samples, name: str, **labels: str) -> float | None:
+    for found, value in metrics.get(name, []):
+        if all(found.get(key) == wanted for key, wanted in labels.items()):
+            return value
+    return None
+
+
+def _view(watch: _Watch, traffic: LiveTraffic, phase: str) -> Group:
+    metrics = watch.metrics
+    windows = Table(title=f"driftline demo  t+{watch.elapsed():4.0f}s  {phase}", expand=False)
+    for column in ("model", "version", "deployment", "events/s", "p99 ms", "errors",
+                   "drift share", "precision", "labelled"):
+        windows.add_column(column, justify="left" if column[0] in "mvd" else "right")
+    for model, version, deployment, _ in DEMO_STREAMS:
+        series = {"model": model, "version": version, "deployment": deployment, "segment": ""}
+        short = {**series, "window": "short"}
+        throughput = _value(metrics, "driftline_throughput_events_per_second", **short)
+        p99 = _value(metrics, "driftline_latency_seconds", quantile="0.99", **short)
+        errors = _value(metrics, "driftline_error_ratio", **short)
+        share = _value(metrics, "driftline_drift_share_ratio", **series)
+        precision = _value(metrics, "driftline_precision_ratio", **short)
+        coverage = _value(metrics, "driftline_label_coverage_ratio", **short)
+        windows.add_row(
             model,
             version,
             deployment,
-            f"{values.get('driftline_window_events', 0):.0f}",
-            f"{values.get('latency_0.5', float('nan')) * 1000:.1f}",
-            f"{values.get('latency_0.99', float('nan')) * 1000:.1f}",
-            f"{values.get('driftline_error_ratio', float('nan')):.3f}",
-            f"{values.get('driftline_confidence_mean_ratio', float('nan')):.3f}",
-            f"{values.get('driftline_low_confidence_ratio', float('nan')):.3f}",
+            _fmt(throughput, "{:.0f}"),
+            _fmt(None if p99 is None else p99 * 1000, "{:.1f}"),
+            _fmt(errors, "{:.3f}"),
+            _fmt(share, "{:.2f}", bad=share is not None and share > 0.25),
+            _fmt(precision, "{:.3f}", bad=precision is not None and precision < 0.85),
+            _fmt(coverage, "{:.2f}"),
         )
-    return table
+    alerts = Table(title="alerts (built-in engine)")
+    for column in ("rule", "model", "version", "segment", "state"):
+        alerts.add_column(column)
+    colours = {"pending": "yellow", "firing": "bold red", "resolved": "green", "nodata": "dim"}
+    for (rule, model, version, segment), state in sorted(watch.states.items()):
+        if state == "inactive":
+            continue
+        alerts.add_row(rule, model, version, segment,
+                       f"[{colours.get(state, '')}]{state}[/]")
+    rolled = ", ".join(f"{m} -> {v}" for m, v in traffic.rolled_back.items()) or "none yet"
+    footer = Table.grid()
+    footer.add_row(f"published {traffic.events_sent:,} events, {traffic.labels_sent:,} labels; "
+                   f"rolled back: {rolled}")
+    for line in watch.timeline[-8:]:
+        footer.add_row(line)
+    return Group(windows, alerts, footer)
 
 
-def run_demo(config: Config, *, seconds: float, rate_per_s: float) -> None:
+def _fmt(value: float | None, pattern: str, *, bad: bool = False) -> str:
+    if value is None:
+        return "-"
+    text = pattern.format(value)
+    return f"[bold red]{text}[/]" if bad else text
+
+
+def _executed(ledger: Any) -> list[dict[str, str]]:
+    return [entry for entry in ledger.audit_entries(200) if entry.get("decision") == "executed"]
+
+
+def run_demo(
+    base: Config,
+    *,
+    seconds: float,
+    rate_per_s: float,
+    run_dir: Path | None = None,
+    console: Console | None = None,
+) -> bool:
+    """Run the scenario within ``seconds``; True when the canary was rolled back."""
+    from alerting.rollback_ledger import AlertingKeys, RedisRollbackLedger
     from driftline.cli import open_store
 
-    console = Console()
-    _ensure_topics(config)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # a log, not a screen: no wrapping at 80 columns
+            console = Console(width=150)
+    live = console.is_terminal
+    run_id = uuid.uuid4().hex[:6]
+    run_dir = run_dir or Path.home() / ".cache" / "driftline" / "demo" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    settings = demo_settings(base, run_id)
+    config = parse_config(settings, source="demo config")
+    config_path = run_dir / "driftline.yaml"
+    config_path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     store = open_store(config)
-    with tempfile.TemporaryDirectory(prefix="driftline-demo-") as directory:
-        config_path = Path(directory) / "driftline.yaml"
-        config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
-        command = [sys.executable, "-m", "driftline.cli", "--log-level", "warning"]
-        processes = [
-            subprocess.Popen([*command, "consume", "--config", str(config_path)]),
-            subprocess.Popen([*command, "evaluate", "--config", str(config_path)]),
-        ]
-        try:
-            _publish_and_watch(config, store, console, seconds, rate_per_s)
-        finally:
-            for process in processes:
-                process.terminate()
-            for process in processes:
-                process.wait(30)
+    ensure_topics(config)
+    references = save_references(config, store)
+    ledger = RedisRollbackLedger(store.client, AlertingKeys(config.redis.key_prefix))
+    action_key = f"{config.redis.key_prefix}:active-version:{{model}}"
+
+    def active_version(model: str) -> str | None:
+        value = store.client.get(action_key.format(model=model))
+        return None if value is None else str(value)
+
+    streams = {
+        (model, version): LiveStream(_spec(model, version, deployment, latency), rate_per_s)
+        for model, version, deployment, latency in DEMO_STREAMS
+    }
+    traffic = LiveTraffic(config, list(streams.values()), run_id=run_id,
+                          active_version=active_version)
+    metrics_url = (
+        f"http://{config.evaluator.metrics_host}:{config.evaluator.metrics_port}/metrics"
+    )
     console.print(
-        f"Metrics: http://{config.evaluator.metrics_host}:{config.evaluator.metrics_port}/metrics"
-        "  (Prometheus scrapes them as job 'driftline')"
+        f"[bold]driftline demo[/] run {run_id}: config and logs in {run_dir}\n"
+        f"two models (fraud, churn), each a stable and a canary version, {rate_per_s:g} events/s "
+        f"each; drift references saved ({len(references)})",
+        highlight=False,
     )
-
-
-def _publish_and_watch(
-    config: Config, store: object, console: Console, seconds: float, rate_per_s: float
-) -> None:
-    publisher = Publisher(
-        config.kafka.bootstrap_servers, config.topics.events, settings=dict(config.kafka.client)
-    )
-    collector = SnapshotCollector()
-    evaluator = Evaluator(config, store, collector)  # type: ignore[arg-type]
-    started = time.monotonic()
-    start_ms = int(time.time() * 1000)
-    total = int(seconds * rate_per_s)
-    streams = [
-        synthetic_events(
-            spec,
-            total,
-            start_ms=start_ms,
-            rate_per_s=rate_per_s,
-            seed=seed,
-            id_prefix=f"demo{start_ms}-",
+    if not port_free(config.evaluator.metrics_host, config.evaluator.metrics_port):
+        raise click.ClickException(
+            f"port {config.evaluator.metrics_port} is in use: stop what serves it (another "
+            "`driftline evaluate`?) or set evaluator.metrics_port in --config"
         )
-        for seed, spec in enumerate(STREAMS)
-    ]
-    slow_streams = synthetic_events(
-        TrafficSpec("fraud", "v42", "canary", feature_count=5, latency_median_ms=60.0),
-        total,
-        start_ms=start_ms,
-        rate_per_s=rate_per_s,
-        seed=99,
-        id_prefix=f"demo{start_ms}s-",
+    calibrate_at, inject_at, after_rollback_s = 20.0, 30.0, 10.0
+    watch = _Watch(started=time.monotonic())
+    phase = "healthy traffic"
+    calibrating: list[subprocess.Popen[bytes]] = []
+    calibrated = injected = False
+    rolled_back_at: float | None = None
+    with _processes(config, config_path, run_dir) as processes:
+        names = ", ".join(p.name for p in processes)
+        traffic.start()
+        watch.started = time.monotonic()
+        watch.note(f"started {names}; publishing healthy traffic", console, live)
+        display = Live(console=console, refresh_per_second=4, transient=False) if live else None
+        try:
+            if display is not None:
+                display.start()
+            last_print = 0.0
+            while watch.elapsed() < seconds:
+                for running in processes:
+                    if running.process.poll() is not None:
+                        raise click.ClickException(
+                            f"`driftline {running.name}` exited: see {running.log_path}"
+                        )
+                watch.update(scrape(metrics_url), console, live)
+                elapsed = watch.elapsed()
+                if not calibrating and elapsed >= calibrate_at:
+                    calibrating = _calibrate(config_path, run_dir)
+                if calibrating and not calibrated and all(
+                    p.poll() is not None for p in calibrating
+                ):
+                    calibrated = True
+                    watch.note("froze each model's quality reference (driftline calibrate)",
+                               console, live)
+                if not injected and elapsed >= inject_at:
+                    injected = True
+                    canary = streams[(BAD_MODEL, BAD_VERSION)]
+                    canary.change(latency_median_ms=80.0, feature_shift=1.5, shifted_features=2)
+                    canary.label_accuracy = 0.6
+                    phase = f"{BAD_MODEL} {BAD_VERSION} degraded"
+                    watch.note(
+                        f"injected into {BAD_MODEL} {BAD_VERSION} (canary): drift on f0 and f1 "
+                        "(+1.5 sd), latency x4, precision 0.95 -> 0.6",
+                        console, live,
+                    )
+                if rolled_back_at is None and _executed(ledger):
+                    rolled_back_at = elapsed
+                    phase = "rolled back"
+                    [entry, *_] = _executed(ledger)
+                    watch.note(
+                        f"ROLLBACK executed: {entry['model']} {entry['from_version']} -> "
+                        f"{entry['to_version']} (rule {entry['rule']})", console, live,
+                    )
+                if BAD_MODEL in traffic.rolled_back and "obeyed" not in phase:
+                    phase = "rolled back; traffic obeyed"
+                    watch.note(
+                        f"traffic obeys: {BAD_MODEL} serves {traffic.rolled_back[BAD_MODEL]} "
+                        "only", console, live,
+                    )
+                if rolled_back_at is not None and elapsed >= rolled_back_at + after_rollback_s:
+                    break
+                if display is not None:
+                    display.update(_view(watch, traffic, phase))
+                elif elapsed - last_print >= 10:
+                    last_print = elapsed
+                    console.print(_view(watch, traffic, phase))
+                time.sleep(1.0)
+        finally:
+            traffic.stop()
+            if display is not None:
+                display.update(_view(watch, traffic, phase))
+                display.stop()
+    return _summary(console, config, run_dir, config_path, watch, traffic, ledger, metrics_url)
+
+
+def _calibrate(config_path: Path, run_dir: Path) -> list[subprocess.Popen[bytes]]:
+    """``driftline calibrate`` of each model, in the background (the view keeps moving)."""
+    started = []
+    for model, _, deployment, _ in DEMO_STREAMS:
+        if deployment != "stable":
+            continue
+        with (run_dir / f"calibrate-{model}.log").open("wb") as log_file:
+            started.append(subprocess.Popen(
+                [sys.executable, "-m", "driftline.cli", "calibrate", "--config", str(config_path),
+                 "--model", model, "--window", "short"],
+                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            ))
+    return started
+
+
+def _summary(
+    console: Console,
+    config: Config,
+    run_dir: Path,
+    config_path: Path,
+    watch: _Watch,
+    traffic: LiveTraffic,
+    ledger: Any,
+    metrics_url: str,
+) -> bool:
+    executed = _executed(ledger)
+    console.rule("summary")
+    console.print(
+        f"ran {watch.elapsed():.0f}s: published {traffic.events_sent:,} events and "
+        f"{traffic.labels_sent:,} labels",
+        highlight=False,
     )
-    sent = 0
-    last_draw = 0.0
-    with Live(console=console, refresh_per_second=2) as live:
-        while (elapsed := time.monotonic() - started) < seconds:
-            due = min(total, int(elapsed * rate_per_s))
-            degraded = elapsed > seconds / 2
-            while sent < due:
-                for index, stream in enumerate(streams):
-                    raw, event = next(stream)
-                    if index == 1 and degraded:
-                        raw, event = next(slow_streams)
-                    publisher.publish_raw(raw, key=str(event["model"]).encode())
-                sent += 1
-            if elapsed - last_draw >= 2:
-                live.update(_table(evaluator.tick(), elapsed))
-                last_draw = elapsed
-            time.sleep(0.01)
-        publisher.flush()
-        time.sleep(config.consumer.poll_timeout_seconds * 2 + 1)
-        live.update(_table(evaluator.tick(), time.monotonic() - started))
-    console.print(f"Published {publisher.delivered} events ({publisher.failed} failed).")
+    for line in watch.timeline:
+        console.print("  " + line, highlight=False)
+    audit_key = f"{config.redis.key_prefix}:{{alerting}}:audit"
+    active_key = f"{config.redis.key_prefix}:active-version:{BAD_MODEL}"
+    for entry in executed:
+        actions = json.loads(entry.get("actions", "[]"))
+        done = ", ".join(
+            f"{action.get('action', '?')}: "
+            f"{'ok' if action.get('ok') else 'FAILED'}"
+            for action in actions
+        )
+        console.print(
+            f"[bold]ROLLBACK executed[/]: {entry['model']} {entry['from_version']} -> "
+            f"{entry['to_version']} by rule {entry['rule']} (value {entry.get('value', '?')}, "
+            f"threshold {entry.get('threshold', '?')}); actions: {done}",
+            highlight=False,
+        )
+    if not executed:
+        console.print("[bold red]no rollback was executed[/]: see the logs in " + str(run_dir))
+    prometheus = os.environ.get("DRIFTLINE_PROMETHEUS_URL", "http://127.0.0.1:19090")
+    alertmanager = os.environ.get("DRIFTLINE_ALERTMANAGER_URL", "http://127.0.0.1:19094")
+    redis_url = config.redis.url
+    console.print(
+        "\nwhere to look:\n"
+        f"  metrics      {metrics_url} (served while the evaluator runs)\n"
+        f"  Prometheus   {prometheus}/graph?g0.expr=driftline_alert_state%7Bstate%3D%22firing"
+        "%22%7D&g0.range_input=15m  and driftline_rollback_decisions_total\n"
+        f"  Alertmanager {alertmanager}/#/alerts\n"
+        f"  audit stream XRANGE {audit_key} - +   (on {redis_url})\n"
+        f"  rollback key GET {active_key};  control topic {config.topics.control}\n"
+        f"  status       driftline status --config {config_path}\n"
+        f"  logs         {run_dir}\n"
+        "  dashboards   docker compose -f deploy/compose/docker-compose.yml up (Grafana on :3000)",
+        highlight=False,
+    )
+    return bool(executed)

@@ -4,11 +4,13 @@
 -- the update's first offset) nothing is, and the current checkpoints are returned.
 --
 -- KEYS[1] checkpoints hash, KEYS[2] totals hash, KEYS[3] meta hash,
--- KEYS[4..] pairs of (bucket hash, rollup hash), one pair per bucket of the update.
+-- KEYS[4..] pairs of (bucket hash, rollup hash), one pair per bucket of the update, then M label
+-- marker keys (duplicate labels: if any is set, nothing is written and status 3 is returned with
+-- the checkpoints and the 1-based positions of the markers already set).
 -- ARGV: partition count P, then P quadruples (partition, first offset, last offset, last offset the
 -- caller knows applied or -1), newest event ms,
 -- then per bucket pair: bucket expire-at ms, rollup expire-at ms, field count F, F (field, increment)
--- pairs; then total count T and T (field, increment) pairs.
+-- pairs; then total count T and T (field, increment) pairs; then M marker expire-at ms, then M.
 
 local partition_count = tonumber(ARGV[1])
 local checkpoints = {}
@@ -30,6 +32,20 @@ if status ~= 1 then
   return {status, unpack(checkpoints)}
 end
 
+local marker_count = tonumber(ARGV[#ARGV])
+local first_marker = #KEYS - marker_count
+local marked = {3}
+for p = 1, partition_count do marked[#marked + 1] = checkpoints[p] end
+for m = 1, marker_count do
+  if redis.call('EXISTS', KEYS[first_marker + m]) == 1 then marked[#marked + 1] = m end
+end
+if #marked > partition_count + 1 then
+  return marked
+end
+for m = 1, marker_count do
+  redis.call('SET', KEYS[first_marker + m], '1', 'PXAT', ARGV[#ARGV - marker_count - 1 + m])
+end
+
 position = 2
 for p = 1, partition_count do
   redis.call('HSET', KEYS[1], ARGV[position], ARGV[position + 2])
@@ -38,7 +54,7 @@ end
 local newest_event_ms = ARGV[position]
 position = position + 1
 
-for pair = 0, (#KEYS - 3) / 2 - 1 do
+for pair = 0, (first_marker - 3) / 2 - 1 do
   local bucket_key = KEYS[4 + 2 * pair]
   local rollup_key = KEYS[5 + 2 * pair]
   local bucket_expire_at_ms = ARGV[position]

@@ -33,14 +33,31 @@ class MemoryWindowStore(WindowStore):
         self._newest_event_ms: dict[str, int] = {}
         self._admitted: dict[tuple[str, str], set[str]] = defaultdict(set)
         self._positions: dict[tuple[str, str], dict[int, int]] = defaultdict(dict)
+        # Label join state: records by event id, markers by (model, event id); value = expire-at.
+        self._records: dict[str, tuple[bytes, int]] = {}
+        self._markers: dict[tuple[str, str], int] = {}
+        self._quality_references: dict[str, str] = {}
+        self._purge_at_size = 100_000
 
     def apply(self, update: WindowUpdate) -> ApplyResult:
-        checkpoints = self._checkpoints[update.model]
+        now_ms = self.clock()
+        for event_id, record, expire_at_ms in update.join_records:
+            self._records[event_id] = (record, expire_at_ms)
+        checkpoints = self._checkpoints[_space_key(update.model, update.checkpoint_space)]
         current = {span.partition: checkpoints.get(span.partition, -1) for span in update.ranges}
         if any(current[span.partition] < span.known_applied_offset for span in update.ranges):
             return StateLost(current)
         if any(current[span.partition] >= span.first_offset for span in update.ranges):
             return Conflict(current)
+        marked = frozenset(
+            event_id
+            for event_id, _ in update.markers
+            if self._markers.get((update.model, event_id), 0) > now_ms
+        )
+        if marked:
+            return Conflict(current, labelled=marked)
+        for event_id, expire_at_ms in update.markers:
+            self._markers[(update.model, event_id)] = expire_at_ms
         for span in update.ranges:
             checkpoints[span.partition] = span.last_offset
         layout = self.layout
@@ -65,10 +82,33 @@ class MemoryWindowStore(WindowStore):
         for key in expired:
             del self._expire_at_ms[key]
             del self._buckets[key]
+        if len(self._records) + len(self._markers) > self._purge_at_size:
+            # Amortised: a full scan only each time the join state doubled since the last one.
+            self._records = {k: v for k, v in self._records.items() if v[1] > now_ms}
+            self._markers = {k: at for k, at in self._markers.items() if at > now_ms}
+            self._purge_at_size = max(100_000, 2 * (len(self._records) + len(self._markers)))
 
-    def checkpoints(self, model: str, partitions: Iterable[int]) -> dict[int, int]:
-        stored = self._checkpoints.get(model, {})
+    def checkpoints(self, model: str, partitions: Iterable[int], space: str = "") -> dict[int, int]:
+        stored = self._checkpoints.get(_space_key(model, space), {})
         return {p: stored.get(p, -1) for p in partitions}
+
+    def prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
+        now_ms = self.clock()
+        found: list[str | bytes | None] = []
+        for event_id in event_ids:
+            record = self._records.get(event_id)
+            found.append(record[0] if record is not None and record[1] > now_ms else None)
+        return found
+
+    def labelled(self, model: str, event_ids: Sequence[str]) -> list[bool]:
+        now_ms = self.clock()
+        return [self._markers.get((model, event_id), 0) > now_ms for event_id in event_ids]
+
+    def quality_reference(self, model: str) -> str | None:
+        return self._quality_references.get(model)
+
+    def save_quality_reference(self, model: str, document: str) -> None:
+        self._quality_references[model] = document
 
     def admit(self, model: str, dimension: str, values: Sequence[str], cap: int) -> list[bool]:
         return self._admit_into(self._admitted[(model, dimension)], values, cap)
@@ -113,3 +153,8 @@ class MemoryWindowStore(WindowStore):
 
     def save_consumer_positions(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
         self._positions[(group, topic)].update(positions)
+
+
+def _space_key(model: str, space: str) -> str:
+    # Model names cannot contain a NUL, so a spaced key never collides with a model's own.
+    return f"{model}\0{space}" if space else model

@@ -12,6 +12,7 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
 
 from detectors.window_store import (
     Applied,
@@ -23,7 +24,9 @@ from detectors.window_store import (
 )
 from detectors.window_update import WindowLayout, WindowUpdate
 
-__all__ = ["RedisWindowStore", "connect_redis"]
+__all__ = ["CLUSTER_SCHEME", "RedisWindowStore", "connect_redis"]
+
+CLUSTER_SCHEME = "redis+cluster://"
 
 
 def _script(name: str) -> str:
@@ -38,7 +41,11 @@ def connect_redis(
     ssl: bool = False,
     ssl_ca_certs: str | None = None,
 ) -> redis.Redis:
-    """A client with the connection settings of ``RedisConfig`` (ACL user, TLS) passed through."""
+    """A client with the connection settings of ``RedisConfig`` (ACL user, TLS) passed through.
+
+    ``redis+cluster://host:port`` connects to a Redis Cluster through one of its nodes; every key
+    a script touches carries its model's hash tag, so each script runs on one slot.
+    """
     options: dict[str, Any] = {"decode_responses": True, "health_check_interval": 30}
     if username is not None:
         options["username"] = username
@@ -48,6 +55,10 @@ def connect_redis(
         options["ssl"] = True
         if ssl_ca_certs is not None:
             options["ssl_ca_certs"] = ssl_ca_certs
+    if url.startswith(CLUSTER_SCHEME):
+        cluster_url = "redis://" + url.removeprefix(CLUSTER_SCHEME)
+        cluster: redis.Redis = RedisCluster.from_url(cluster_url, **options)  # type: ignore[assignment]
+        return cluster
     client: redis.Redis = redis.Redis.from_url(url, **options)
     return client
 
@@ -68,27 +79,59 @@ class RedisWindowStore(WindowStore):
         return self.apply_many([update])[0]
 
     def apply_many(self, updates: Sequence[WindowUpdate]) -> list[ApplyResult]:
-        """One pipelined round trip; each script is still atomic on its own."""
-        pipeline = self.client.pipeline(transaction=False)
-        for update in updates:
-            keys, arguments = self._script_arguments(update)
-            self._apply(keys=keys, args=arguments, client=pipeline)
-        replies = pipeline.execute()
+        """One pipelined round trip; each script is still atomic on its own.
+
+        An update's join records are queued before its script: Redis runs a connection's commands
+        in order, so a script that ran (and moved the checkpoint) had its records written first.
+        """
+        if isinstance(self.client, RedisCluster):
+            replies = self._apply_on_cluster(updates)
+        else:
+            pipeline = self.client.pipeline(transaction=False)
+            script_positions = []
+            for update in updates:
+                self._queue_join_records(pipeline, update)
+                keys, arguments = self._script_arguments(update)
+                self._apply(keys=keys, args=arguments, client=pipeline)
+                script_positions.append(len(pipeline) - 1)
+            executed = pipeline.execute()
+            replies = [executed[position] for position in script_positions]
         results: list[ApplyResult] = []
         for update, reply in zip(updates, replies, strict=True):
             status = int(reply[0])
             if status == 1:
                 results.append(Applied())
                 continue
-            pairs = zip(update.ranges, reply[1:], strict=True)
+            count = len(update.ranges)
+            pairs = zip(update.ranges, reply[1 : count + 1], strict=True)
             checkpoints = {span.partition: int(value) for span, value in pairs}
-            results.append(Conflict(checkpoints) if status == 0 else StateLost(checkpoints))
+            if status == 3:
+                marked = frozenset(update.markers[int(m) - 1][0] for m in reply[count + 1 :])
+                results.append(Conflict(checkpoints, labelled=marked))
+            else:
+                results.append(Conflict(checkpoints) if status == 0 else StateLost(checkpoints))
         return results
+
+    def _queue_join_records(self, pipeline: Any, update: WindowUpdate) -> None:
+        for event_id, record, expire_at_ms in update.join_records:
+            pipeline.set(self.keys.prediction(event_id), record, pxat=expire_at_ms)
+
+    def _apply_on_cluster(self, updates: Sequence[WindowUpdate]) -> list[Any]:
+        """Redis Cluster: redis-py refuses scripts in a cluster pipeline, so the join records go
+        in one pipeline first and each script is then its own round trip to its model's node."""
+        records = self.client.pipeline(transaction=False)
+        for update in updates:
+            self._queue_join_records(records, update)
+        records.execute()
+        return [
+            self._apply(keys=keys, args=arguments)
+            for keys, arguments in map(self._script_arguments, updates)
+        ]
 
     def _script_arguments(self, update: WindowUpdate) -> tuple[list[str], list[str | int]]:
         layout = self.layout
         keys = [
-            self.keys.checkpoints(update.model),
+            self.keys.checkpoints(update.model, update.checkpoint_space),
             self.keys.totals(update.model),
             self.keys.meta(update.model),
         ]
@@ -117,14 +160,41 @@ class RedisWindowStore(WindowStore):
         arguments.append(len(update.totals))
         for name, increment in update.totals.items():
             arguments += [name, increment]
+        for event_id, expire_at_ms in update.markers:
+            keys.append(self.keys.labelled(update.model, event_id))
+            arguments.append(expire_at_ms)
+        arguments.append(len(update.markers))
         return keys, arguments
 
-    def checkpoints(self, model: str, partitions: Iterable[int]) -> dict[int, int]:
+    def checkpoints(self, model: str, partitions: Iterable[int], space: str = "") -> dict[int, int]:
         wanted = list(partitions)
         if not wanted:
             return {}
-        values = self.client.hmget(self.keys.checkpoints(model), [str(p) for p in wanted])
+        key = self.keys.checkpoints(model, space)
+        values = self.client.hmget(key, [str(p) for p in wanted])
         return {p: -1 if v is None else int(v) for p, v in zip(wanted, values, strict=True)}
+
+    def prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
+        if not event_ids:
+            return []
+        found: list[str | bytes | None] = self.client.mget(
+            [self.keys.prediction(event_id) for event_id in event_ids]
+        )
+        return found
+
+    def labelled(self, model: str, event_ids: Sequence[str]) -> list[bool]:
+        if not event_ids:
+            return []
+        # One slot (the model's hash tag), so one MGET even on Redis Cluster.
+        found = self.client.mget([self.keys.labelled(model, event_id) for event_id in event_ids])
+        return [value is not None for value in found]
+
+    def quality_reference(self, model: str) -> str | None:
+        value = self.client.get(self.keys.quality_reference(model))
+        return None if value is None else str(value)
+
+    def save_quality_reference(self, model: str, document: str) -> None:
+        self.client.set(self.keys.quality_reference(model), document)
 
     def admit(self, model: str, dimension: str, values: Sequence[str], cap: int) -> list[bool]:
         return self._admit_into(self.keys.admitted(model, dimension), values, cap)

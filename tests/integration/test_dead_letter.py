@@ -10,14 +10,13 @@ from collections.abc import Callable
 import msgspec
 import redis
 
-from consumers.kafka_consumer import EventConsumer
 from consumers.window_writer import BAD_EVENTS_FIELD, INVALID_EVENTS_MODEL
 from detectors.series import Metric
 from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import KeySchema
 from driftline.cli import layout_from_config
 from driftline.config import Config
-from tests.conftest import produce, read_topic
+from tests.conftest import event_consumer, produce, read_topic
 
 NOW_MS = int(time.time() * 1000)
 
@@ -51,7 +50,10 @@ BAD: list[tuple[bytes, str]] = [
 
 
 def test_bad_events_are_dead_lettered_counted_and_survived(
-    stack_config: Callable[..., Config], kafka_bootstrap: str, redis_client: redis.Redis
+    runtime: str,
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
 ) -> None:
     config = stack_config(partitions=2)
     values: list[bytes] = []
@@ -66,7 +68,7 @@ def test_bad_events_are_dead_lettered_counted_and_survived(
     store = RedisWindowStore(
         redis_client, layout_from_config(config), KeySchema(config.redis.key_prefix)
     )
-    consumer = EventConsumer(config, store)
+    consumer = event_consumer(runtime, config, store)
     consumer.run(max_idle_s=3)
 
     assert consumer.events_applied == valid
@@ -94,7 +96,7 @@ def test_bad_events_are_dead_lettered_counted_and_survived(
         assert int(headers["driftline.source.offset"]) >= 0
 
     # A second consumer of the same group replays nothing and dead-letters nothing twice.
-    again = EventConsumer(config, store)
+    again = event_consumer(runtime, config, store)
     again.run(max_idle_s=2)
     assert again.events_applied == 0
     assert (

@@ -16,12 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from alerting.consumer_lag import ConsumerLagReader
 from alerting.evaluator import Evaluator
 from alerting.snapshot import SnapshotCollector
-from consumers.kafka_consumer import EventConsumer
 from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import KeySchema
 from driftline.cli import layout_from_config
 from driftline.config import Config
-from tests.conftest import produce
+from tests.conftest import event_consumer, produce
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -40,7 +39,10 @@ def _labels(**labels: str) -> tuple[tuple[str, str], ...]:
 
 @pytest.fixture
 def traffic(
-    stack_config: Callable[..., Config], kafka_bootstrap: str, redis_client: redis.Redis
+    runtime: str,
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
 ) -> tuple[Config, RedisWindowStore, dict[str, np.ndarray]]:
     config = stack_config(partitions=2, evaluator={"max_series": 500})
     rng = np.random.default_rng(5)
@@ -69,7 +71,7 @@ def traffic(
     store = RedisWindowStore(
         redis_client, layout_from_config(config), KeySchema(config.redis.key_prefix)
     )
-    EventConsumer(config, store).run(max_idle_s=3)
+    event_consumer(runtime, config, store).run(max_idle_s=3)
     return config, store, columns
 
 

@@ -1,0 +1,317 @@
+"""The drift contributor: every series of a model against the model's reference, every tick.
+
+Per model and tick (:meth:`DriftFigures.contribute`):
+
+1. Look up the model's reference (``references(model)``, normally a ``ReferenceCache``). Without
+   one, add ``driftline_reference_present 0`` and stop: latency, confidence and errors are
+   still monitored by the other contributors.
+2. For every series (version, deployment, segment) in the short or the long window, compute the
+   statistics of each reference item in both windows and apply the policy of the ``drift:``
+   config (``detectors.drift_evaluation``).
+3. Add the samples: scores per statistic, p-value, samples, the drifted flag, the drift share,
+   and the reference's presence, age and id. Labels come from the reference's items, so their
+   number is bounded by the reference; the evaluator's series cap applies on top.
+4. Compare each (series, item) verdict with the previous tick's and report every change as a
+   :class:`DriftTransition` to ``on_transition`` (``backtest`` prints them; ``evaluate`` logs
+   them). A series that disappeared, or a reference that changed, clears its drifts.
+
+State between ticks is the previous verdict per (model, series, item): in memory, rebuilt by the
+first tick after a restart (which reports the drifts it finds as new).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from alerting import metric_names as names
+from alerting.evaluator import ModelWindows
+from alerting.snapshot import Snapshot
+from detectors.drift_decision import DriftPolicy
+from detectors.drift_evaluation import (
+    ReferenceComparison,
+    SeriesDrift,
+    evaluate_series,
+    policy_for,
+)
+from detectors.drift_statistics import DriftStatistic
+from detectors.reference import Reference
+from detectors.reference_builder import window_counts
+from detectors.series import Series
+from detectors.window_summary import SeriesWindow
+from driftline.drift_config import DriftConfig
+
+__all__ = ["DriftFigures", "DriftTransition"]
+
+log = logging.getLogger(__name__)
+
+WINDOWS = ("short", "long")
+DISTANCES = tuple(statistic for statistic in DriftStatistic if not statistic.is_p_value)
+
+
+@dataclass(frozen=True)
+class DriftTransition:
+    """One change of a drift verdict; :meth:`to_json` is the line ``backtest`` prints."""
+
+    model: str
+    version: str
+    deployment: str
+    segment: dict[str, str] | None
+    feature: str
+    state: str  # "drifted" | "ok"
+    at_ms: int
+    stat: str
+    value: float | None
+    threshold: float
+    window: str
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "kind": "drift",
+                "model": self.model,
+                "version": self.version,
+                "deployment": self.deployment,
+                "segment": self.segment,
+                "feature": self.feature,
+                "state": self.state,
+                "at": self.at_ms,
+                "stat": self.stat,
+                "value": self.value,
+                "threshold": self.threshold,
+                "window": self.window,
+            },
+            allow_nan=False,
+        )
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    drifted: bool
+    short: bool
+    long: bool
+    statistic: DriftStatistic = DriftStatistic.PSI
+    threshold: float = math.nan
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    comparison: ReferenceComparison
+    policy: DriftPolicy
+
+
+class DriftFigures:
+    """Drift per series and reference item; a ``Contributor`` of ``alerting.evaluator``."""
+
+    def __init__(
+        self,
+        drift: DriftConfig,
+        references: Callable[[str], Reference | None],
+        *,
+        confidence_bins: int,
+        on_transition: Callable[[DriftTransition], None] | None = None,
+    ) -> None:
+        self.drift = drift
+        self.references = references
+        self.confidence_bins = confidence_bins
+        self.on_transition = on_transition or _log_transition
+        self._prepared: dict[tuple[str, str], _Prepared] = {}
+        self._verdicts: dict[str, dict[tuple[Series, str], _Verdict]] = {}
+
+    def contribute(self, model: ModelWindows, snapshot: Snapshot) -> None:
+        reference = self.references(model.model)
+        previous = self._verdicts.pop(model.model, {})
+        current: dict[tuple[Series, str], _Verdict] = {}
+        if reference is None:
+            snapshot.add(names.REFERENCE_PRESENT, (model.model,), 0)
+        else:
+            snapshot.add(names.REFERENCE_PRESENT, (model.model,), 1)
+            snapshot.add(
+                names.REFERENCE_AGE,
+                (model.model,),
+                max(0.0, (model.now_ms - reference.created_at_ms) / 1000),
+            )
+            snapshot.add(
+                names.REFERENCE_INFO,
+                (model.model, reference.reference_id, reference.version or ""),
+                1,
+            )
+            prepared = self._prepare(model.model, reference)
+            short, long = (model.windows.get(name, {}) for name in WINDOWS)
+            every_series = sorted(set(short) | set(long))
+            empty = SeriesWindow(Series("", ""))
+            # Both windows of every series in one batched computation.
+            statistics = prepared.comparison.statistics(
+                [
+                    window_counts(reference, window.get(series, empty))
+                    for series in every_series
+                    for window in (short, long)
+                ]
+            )
+            for index, series in enumerate(every_series):
+                drift = evaluate_series(
+                    prepared.comparison,
+                    prepared.policy,
+                    statistics[2 * index],
+                    statistics[2 * index + 1],
+                )
+                self._add_samples(model.model, series, drift, snapshot)
+                self._track(model, series, drift, prepared, previous, current)
+        # Whatever was drifted and is no longer evaluated (series gone, reference changed or
+        # removed) is cleared, so a drift never stays open without anything behind it.
+        for (series, item), verdict in sorted(previous.items()):
+            if verdict.drifted:
+                statistic = (verdict.statistic, verdict.threshold)
+                self._report(model, series, item, "ok", "short", statistic, None)
+        self._verdicts[model.model] = current
+
+    def _prepare(self, model: str, reference: Reference) -> _Prepared:
+        key = (model, reference.reference_id)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            self._prepared = {k: v for k, v in self._prepared.items() if k[0] != model}
+            comparison = ReferenceComparison(reference, self.confidence_bins)
+            policy, unknown = policy_for(self.drift, model, comparison)
+            if unknown:
+                log.warning(
+                    "model %s: drift thresholds for %s name no item of reference %s; ignored",
+                    model,
+                    unknown,
+                    reference.field_tag,
+                )
+            if comparison.skipped:
+                log.warning(
+                    "model %s: reference %s has %d confidence bins, the consumers %d; confidence "
+                    "drift is not evaluated",
+                    model,
+                    reference.field_tag,
+                    reference.confidence.bin_count - 3 if reference.confidence else 0,
+                    self.confidence_bins,
+                )
+            prepared = self._prepared[key] = _Prepared(comparison, policy)
+        return prepared
+
+    @staticmethod
+    def _add_samples(model: str, series: Series, drift: SeriesDrift, snapshot: Snapshot) -> None:
+        for window_name in WINDOWS:
+            window = drift.windows[window_name]
+            p_values = window.statistics[DriftStatistic.CHI_SQUARE_P_VALUE].tolist()
+            samples = window.samples.tolist()
+            scores = {s: window.statistics[s].tolist() for s in DISTANCES}
+            for index, item in enumerate(drift.items):
+                labels = (model, *series, window_name, item)
+                snapshot.add(names.DRIFT_SAMPLES, labels, samples[index])
+                if not math.isnan(p_values[index]):
+                    snapshot.add(names.DRIFT_P_VALUE, labels, p_values[index])
+                for statistic, values in scores.items():
+                    if not math.isnan(values[index]):
+                        snapshot.add(names.DRIFT_SCORE, (*labels, str(statistic)), values[index])
+        nodata = drift.nodata.tolist()
+        for index, drifted in enumerate(drift.drifted.tolist()):
+            if not nodata[index]:
+                snapshot.add(names.DRIFTED, (model, *series, drift.items[index]), int(drifted))
+        if not math.isnan(drift.drift_share):
+            snapshot.add(names.DRIFT_SHARE, (model, *series), drift.drift_share)
+
+    def _track(
+        self,
+        model: ModelWindows,
+        series: Series,
+        drift: SeriesDrift,
+        prepared: _Prepared,
+        previous: dict[tuple[Series, str], _Verdict],
+        current: dict[tuple[Series, str], _Verdict],
+    ) -> None:
+        drifted = drift.drifted.tolist()
+        alone = {name: drift.window_drifted[name].tolist() for name in WINDOWS}
+        for index, item in enumerate(drift.items):
+            statistic, threshold = _reported_statistic(prepared.policy, item)
+            verdict = _Verdict(
+                drifted[index], alone["short"][index], alone["long"][index], statistic, threshold
+            )
+            before = previous.pop((series, item), None) or _Verdict(False, False, False)
+            current[(series, item)] = verdict
+            if verdict.drifted == before.drifted:
+                continue
+            window = _responsible_window(before, verdict)
+            value = float(drift.windows[window].statistics[statistic][index])
+            self._report(
+                model,
+                series,
+                item,
+                "drifted" if verdict.drifted else "ok",
+                window,
+                (statistic, threshold),
+                None if math.isnan(value) else value,
+            )
+
+    def _report(
+        self,
+        model: ModelWindows,
+        series: Series,
+        item: str,
+        state: str,
+        window: str,
+        statistic: tuple[DriftStatistic, float],
+        value: float | None,
+    ) -> None:
+        self.on_transition(
+            DriftTransition(
+                model=model.model,
+                version=series.version,
+                deployment=series.deployment,
+                segment=_segment(series.segment),
+                feature=item,
+                state=state,
+                at_ms=model.now_ms,
+                stat=str(statistic[0]),
+                value=value,
+                threshold=statistic[1],
+                window=window,
+            )
+        )
+
+
+def _responsible_window(before: _Verdict, now: _Verdict) -> str:
+    """The window whose own verdict moved towards the new state (short first), else the first
+    window that agrees with it, else the short one."""
+    target = now.drifted
+    moved = [
+        name
+        for name, was, is_now in (
+            ("short", before.short, now.short),
+            ("long", before.long, now.long),
+        )
+        if is_now == target and was != target
+    ]
+    if moved:
+        return moved[0]
+    agreeing = [
+        name for name, is_now in (("short", now.short), ("long", now.long)) if is_now == target
+    ]
+    return agreeing[0] if agreeing else "short"
+
+
+def _reported_statistic(policy: DriftPolicy, item: str) -> tuple[DriftStatistic, float]:
+    """The statistic a transition reports, with the item's threshold: the distance the policy
+    compares with a threshold, or, for a pure p-value policy, the p-value and the FDR level."""
+    distance = policy.distance_statistic
+    if distance is None:
+        return policy.statistic, policy.false_discovery_rate
+    default = policy.distance_threshold
+    assert default is not None
+    return distance, float(policy.per_feature_thresholds.get(item, default))
+
+
+def _segment(segment: str) -> dict[str, str] | None:
+    if not segment:
+        return None
+    attribute, _, value = segment.partition("=")
+    return {attribute: value.replace("%7C", "|").replace("%25", "%")}
+
+
+def _log_transition(transition: DriftTransition) -> None:
+    log.info("drift transition %s", transition.to_json())

@@ -1,0 +1,340 @@
+"""The Alertmanager webhook receiver: ``POST /v1/alertmanager`` (webhook payload version 4).
+
+Alertmanager routes alerts labelled ``action="rollback"`` here (``deploy/alertmanager/``). Each
+request goes through, in order, and stops at the first failure without changing anything:
+
+1. path (404), ``Content-Length`` present (411) and within ``max_body_bytes`` (413, the body is
+   not read);
+2. authentication (401): ``Authorization: Bearer <token>``, or ``X-Driftline-Signature:
+   sha256=<hex HMAC-SHA256 of the body>``; both compared in constant time;
+3. JSON and the payload schema (400), including the labels every rollback alert must carry
+   (``alertname``, ``model``, ``version``), checked for all alerts before acting on any.
+
+Then each firing rollback alert of a known ``action: rollback`` rule is claimed once per
+(fingerprint, start) in Redis, so Alertmanager's re-sends and retries are acknowledged without
+acting twice, and handed to the rollback executor (which decides once per incident, across both
+paths). Resolved alerts are acknowledged and ignored. An unexpected failure (Redis down) answers
+503 and releases the claim, so Alertmanager's retry is handled.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import threading
+from collections.abc import Mapping
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field
+
+from alerting.rollback_executor import RollbackExecutor, RollbackRequest
+from alerting.rollback_ledger import RollbackLedger
+from driftline.alerting_config import WebhookReceiverConfig
+from driftline.config import Config, ConfigError
+
+__all__ = [
+    "PATH",
+    "AlertmanagerAlert",
+    "AlertmanagerPayload",
+    "WebhookReceiver",
+    "load_secrets",
+    "serve",
+    "sign",
+]
+
+log = logging.getLogger(__name__)
+
+PATH = "/v1/alertmanager"
+SIGNATURE_HEADER = "X-Driftline-Signature"
+REQUIRED_LABELS = ("alertname", "model", "version")
+
+
+class _Lenient(BaseModel):
+    # Alertmanager may add fields in later payload versions; the ones we use are checked.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class AlertmanagerAlert(_Lenient):
+    status: Literal["firing", "resolved"]
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    startsAt: datetime.datetime
+    endsAt: datetime.datetime | None = None
+    generatorURL: str = ""
+    fingerprint: str = Field(pattern=r"^[A-Za-z0-9]{1,64}$")
+
+
+class AlertmanagerPayload(_Lenient):
+    version: Literal["4"]
+    groupKey: str
+    truncatedAlerts: int = 0
+    status: Literal["firing", "resolved"]
+    receiver: str
+    groupLabels: dict[str, str] = Field(default_factory=dict)
+    commonLabels: dict[str, str] = Field(default_factory=dict)
+    commonAnnotations: dict[str, str] = Field(default_factory=dict)
+    externalURL: str = ""
+    alerts: list[AlertmanagerAlert] = Field(max_length=10_000)
+
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The ``X-Driftline-Signature`` value for ``body``."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def _read_secret(env: str | None, path: str | None, what: str) -> bytes | None:
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                secret = handle.read().strip()
+        except OSError as error:
+            raise ConfigError(f"alerting.webhook.{what}_file = {path!r}: {error}") from None
+        if not secret:
+            raise ConfigError(f"alerting.webhook.{what}_file = {path!r}: the file is empty")
+        return secret
+    if env is not None and os.environ.get(env):
+        return os.environ[env].encode()
+    return None
+
+
+def load_secrets(settings: WebhookReceiverConfig) -> tuple[bytes | None, bytes | None]:
+    """``(bearer token, HMAC secret)`` from the files or environment variables configured."""
+    token = _read_secret(settings.token_env, settings.token_file, "token")
+    secret = _read_secret(settings.hmac_secret_env, settings.hmac_secret_file, "hmac_secret")
+    return token, secret
+
+
+def _ms(moment: datetime.datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return round(moment.timestamp() * 1000)
+
+
+class BadRequest(ValueError):
+    """The request is refused with 400; nothing was changed."""
+
+
+class WebhookReceiver:
+    """The request handling, independent of the HTTP server (``serve`` wires it to one)."""
+
+    def __init__(
+        self,
+        config: Config,
+        ledger: RollbackLedger,
+        executor: RollbackExecutor,
+        *,
+        token: bytes | None,
+        hmac_secret: bytes | None,
+        dev: bool = False,
+    ) -> None:
+        if token is None and hmac_secret is None and not dev:
+            raise ConfigError(
+                "the webhook receiver needs a secret: set the environment variable named by "
+                "alerting.webhook.token_env (or token_file, hmac_secret_env, hmac_secret_file),"
+                " or run with --dev on a development machine"
+            )
+        self.config = config
+        self.settings = config.alerting.webhook
+        self.ledger = ledger
+        self.executor = executor
+        self.token = token
+        self.hmac_secret = hmac_secret
+        self.rules = {rule.name: rule for rule in config.rules}
+        self.rejected: dict[int, int] = {}  # status -> count, in process only (no side effects)
+        self._lock = threading.Lock()
+
+    def authenticated(self, headers: Mapping[str, str], body: bytes) -> bool:
+        if self.token is None and self.hmac_secret is None:
+            return True  # --dev without secrets
+        authorization = headers.get("Authorization", "")
+        if self.token is not None and authorization.startswith("Bearer "):
+            given = authorization[len("Bearer ") :].strip().encode()
+            if hmac.compare_digest(given, self.token):
+                return True
+        signature = headers.get(SIGNATURE_HEADER, "")
+        if self.hmac_secret is not None and signature:
+            return hmac.compare_digest(signature.encode(), sign(self.hmac_secret, body).encode())
+        return False
+
+    def reject(self, status: int) -> None:
+        with self._lock:
+            self.rejected[status] = self.rejected.get(status, 0) + 1
+
+    def parse(self, body: bytes) -> AlertmanagerPayload:
+        try:
+            data = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise BadRequest(f"body is not JSON: {error}") from None
+        try:
+            payload = AlertmanagerPayload.model_validate(data)
+        except pydantic.ValidationError as error:
+            problems = "; ".join(
+                f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+                for item in error.errors()[:10]
+            )
+            raise BadRequest(f"not an Alertmanager webhook payload v4: {problems}") from None
+        for position, alert in enumerate(payload.alerts):
+            if alert.status == "firing" and alert.labels.get("action") == "rollback":
+                missing = [name for name in REQUIRED_LABELS if not alert.labels.get(name)]
+                if missing:
+                    raise BadRequest(f"alerts.{position}.labels: missing {', '.join(missing)}")
+                if alert.annotations.get("value") is not None:
+                    try:
+                        float(alert.annotations["value"])
+                    except ValueError:
+                        raise BadRequest(
+                            f"alerts.{position}.annotations.value: not a number"
+                        ) from None
+        return payload
+
+    def act(self, payload: AlertmanagerPayload) -> list[dict[str, Any]]:
+        results = []
+        for alert in payload.alerts:
+            results.append(self._act_on(alert))
+        return results
+
+    def _act_on(self, alert: AlertmanagerAlert) -> dict[str, Any]:
+        labels = alert.labels
+        result: dict[str, Any] = {
+            "fingerprint": alert.fingerprint,
+            "alertname": labels.get("alertname", ""),
+        }
+        if alert.status != "firing":
+            outcome = "ignored_resolved"
+        elif labels.get("action") != "rollback":
+            outcome = "ignored_not_rollback"
+        else:
+            rule = self.rules.get(labels["alertname"])
+            if rule is None or rule.action != "rollback":
+                outcome = "ignored_unknown_rule"
+            else:
+                starts_at_ms = _ms(alert.startsAt)
+                if not self.ledger.claim_delivery(
+                    alert.fingerprint, str(starts_at_ms), self.settings.dedup_ttl_seconds
+                ):
+                    outcome = "duplicate"
+                else:
+                    try:
+                        value = float(alert.annotations.get("value", "nan"))
+                        request = RollbackRequest(
+                            rule=rule.name,
+                            model=labels["model"],
+                            version=labels["version"],
+                            starts_at_ms=starts_at_ms,
+                            value=value,
+                            threshold=rule.threshold,
+                            source="alertmanager",
+                            deployment=labels.get("deployment", ""),
+                            segment=labels.get("segment", ""),
+                            summary=alert.annotations.get("summary", ""),
+                            runbook_url=alert.annotations.get(
+                                "runbook_url", self.config.alerting.runbook_url(rule)
+                            ),
+                            values={} if math.isnan(value) else {"alert": value},
+                            dry_run=labels.get("dry_run") == "true",
+                        )
+                        decision = self.executor.handle(request)
+                    except Exception:
+                        self.ledger.release_delivery(alert.fingerprint, str(starts_at_ms))
+                        raise
+                    outcome = "handled"
+                    result.update(
+                        decision=decision.decision,
+                        incident=decision.incident,
+                        to_version=decision.to_version,
+                    )
+        self.ledger.count_webhook(outcome)
+        result["outcome"] = outcome
+        return result
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s " + format, self.address_string(), *args)
+
+    def _answer(self, status: int, body: Mapping[str, Any], close: bool = False) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if close:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _refuse(self, status: HTTPStatus, message: str, close: bool = False) -> None:
+        self.server.receiver.reject(status.value)
+        log.info("webhook: %d %s", status.value, message)
+        self._answer(status.value, {"error": message}, close=close)
+
+    def do_GET(self) -> None:
+        if self.path == "/-/healthy":
+            self._answer(200, {"status": "ok"})
+        else:
+            self._refuse(HTTPStatus.NOT_FOUND, f"no such path: {self.path}")
+
+    def do_POST(self) -> None:
+        receiver = self.server.receiver
+        if self.path != PATH:
+            self._refuse(HTTPStatus.NOT_FOUND, f"no such path: {self.path}", close=True)
+            return
+        length_header = self.headers.get("Content-Length")
+        if length_header is None:
+            self._refuse(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required", close=True)
+            return
+        try:
+            length = int(length_header)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            self._refuse(HTTPStatus.BAD_REQUEST, "bad Content-Length", close=True)
+            return
+        if length > receiver.settings.max_body_bytes:
+            self._refuse(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                f"body over {receiver.settings.max_body_bytes} bytes",
+                close=True,
+            )
+            return
+        body = self.rfile.read(length)
+        headers = {name: value for name, value in self.headers.items()}
+        if not receiver.authenticated(headers, body):
+            self._refuse(HTTPStatus.UNAUTHORIZED, "missing or wrong credentials")
+            return
+        try:
+            payload = receiver.parse(body)
+        except BadRequest as error:
+            self._refuse(HTTPStatus.BAD_REQUEST, str(error))
+            return
+        try:
+            results = receiver.act(payload)
+        except Exception as error:
+            log.exception("webhook: handling failed; Alertmanager will retry")
+            self._answer(HTTPStatus.SERVICE_UNAVAILABLE.value, {"error": str(error)})
+            return
+        self._answer(200, {"results": results})
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], receiver: WebhookReceiver) -> None:
+        self.receiver = receiver
+        super().__init__(address, _Handler)
+
+
+def serve(receiver: WebhookReceiver, host: str, port: int) -> ThreadingHTTPServer:
+    """A bound server (not yet serving): call ``serve_forever`` and ``shutdown`` on it."""
+    return _Server((host, port), receiver)

@@ -1,0 +1,140 @@
+"""Steps 2 to 4 of the checkpoint order, for one batch of raw messages, whatever the runtime.
+
+A runtime fetches a batch (step 1), hands it to :meth:`BatchApplier.apply`, and commits the
+batch's offsets (step 5) only after ``apply`` returned:
+
+2. Decode and assemble (``consumers.batching``); refused messages not yet counted are produced to
+   the dead-letter topic and **flushed**.
+3. The refused messages' reasons, then each model's window update, are applied to the store, each
+   atomically with its offsets (``consumers.window_writer``).
+4. The resume hint (next offset per partition) is saved in the store.
+
+A crash anywhere in between replays the batch, which the store's checkpoints make harmless: the
+dead letters and window increments of a replay are recognised and not produced or counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from consumers.batching import BatchAssembler
+from consumers.dead_letter import DeadLetterPublisher
+from consumers.window_writer import RefusedAt, WindowWriter
+from detectors.latency_sketch import LogBucketMapping
+from detectors.window_store import WindowStore
+from detectors.window_update import Binning, FeatureBinner
+from driftline.config import Config
+
+__all__ = ["STORE_RETRIES", "AppliedBatch", "BatchApplier", "RawBatch", "binning_from_config"]
+
+log = logging.getLogger(__name__)
+
+STORE_RETRIES = 8
+"""Attempts that may fail on a store outage before the next failure is raised."""
+
+
+def binning_from_config(config: Config) -> Binning:
+    monitoring = config.monitoring
+    return Binning(
+        latency=LogBucketMapping(monitoring.latency_relative_accuracy),
+        confidence_bins=monitoring.confidence_bins,
+        low_confidence_threshold=monitoring.low_confidence_threshold,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RawBatch:
+    """One batch from one topic, as parallel columns: each message's position, key and value."""
+
+    topic: str
+    partitions: Sequence[int]
+    offsets: Sequence[int]
+    keys: Sequence[bytes | None]
+    values: Sequence[bytes | None]
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedBatch:
+    events_applied: int
+    next_offsets: dict[int, int]
+    """Per partition, one past the batch's last offset: what the runtime may now commit."""
+
+
+class BatchApplier:
+    """Applies batches for one consumer process; owns its assembler, writer and dead letters."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: WindowStore,
+        feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.dead_letter = DeadLetterPublisher(
+            config.topics.dead_letter,
+            {
+                "bootstrap.servers": config.kafka.bootstrap_servers,
+                **config.kafka.client,
+                **config.kafka.producer,
+            },
+        )
+        self.assembler = BatchAssembler(config, store, feature_binner_for)
+        self.writer = WindowWriter(store, binning_from_config(config), feature_binner_for)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Call on every assignment change: cached checkpoints are reloaded from the store."""
+        self.writer.forget(partitions)
+
+    def apply(self, batch: RawBatch, now_ms: int) -> AppliedBatch:
+        """Steps 2 to 4 for ``batch``; after it returns, its offsets may be committed."""
+        partitions, offsets = batch.partitions, batch.offsets
+        assembled = self.assembler.assemble(partitions, offsets, batch.values, now_ms)
+
+        refused = [
+            RefusedAt(partitions[item.index], offsets[item.index], item)
+            for item in assembled.refused
+        ]
+        fresh = self.writer.unapplied_refused(refused)
+        for item in fresh:
+            index, invalid = item.refused.index, item.refused.invalid
+            self.dead_letter.publish_record(
+                batch.topic,
+                partitions[index],
+                offsets[index],
+                batch.keys[index],
+                batch.values[index],
+                invalid.reason,
+                invalid.detail,
+            )
+        if fresh:
+            self.dead_letter.flush()
+        self.writer.write_refused(fresh)
+
+        applied = self.writer.write_all(list(assembled.models.values()), now_ms)
+
+        next_offsets: dict[int, int] = {}
+        for partition, offset in zip(partitions, offsets, strict=True):
+            if offset + 1 > next_offsets.get(partition, -1):
+                next_offsets[partition] = offset + 1
+        self.store.save_consumer_positions(self.config.kafka.group_id, batch.topic, next_offsets)
+        return AppliedBatch(applied, next_offsets)
+
+    def apply_retrying(self, batch: RawBatch, clock_ms: Callable[[], int]) -> AppliedBatch:
+        """:meth:`apply`, waiting out a store outage; raises once :data:`STORE_RETRIES` failed.
+
+        Re-applying a batch is safe (checkpoints), so each attempt simply starts over.
+        """
+        for attempt in range(STORE_RETRIES):
+            try:
+                return self.apply(batch, clock_ms())
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                delay_s = min(0.25 * 2**attempt, 10.0)
+                log.warning("store unavailable (%s); retrying batch in %.2fs", error, delay_s)
+                time.sleep(delay_s)
+        return self.apply(batch, clock_ms())

@@ -1,0 +1,170 @@
+"""Apply joined labels to the window store exactly once, as ``consumers.window_writer`` does events.
+
+Each model's labels become one :class:`~detectors.window_update.WindowUpdate` in the ``labels``
+checkpoint space (per (model, labels-topic partition) checkpoints, apart from the events topic's),
+applied atomically with its offsets and its duplicate markers. Labels counted under no model
+(undecodable, unknown event id, unknown model) are counted by reason in the totals of the
+``_invalid`` pseudo-model, in the same space, exactly once as well.
+
+The writer keeps the checkpoints it has seen. On a :class:`~detectors.window_store.Conflict` it
+either drops the offsets another consumer applied (a replay, a rebalance, a zombie) or, when the
+store found some markers already set, counts those labels as duplicates, and tries again: the
+store, not this cache, decides, so nothing is counted twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from consumers.exceptions import StoreStateLost
+from consumers.label_batching import RefusedLabel
+from consumers.window_writer import INVALID_EVENTS_MODEL
+from detectors.label_update import LABELS_CHECKPOINT_SPACE, LabelBatch, build_label_update
+from detectors.window_store import Applied, ApplyResult, Conflict, StateLost, WindowStore
+from detectors.window_update import WindowUpdate, partition_ranges
+from driftline.config import Config
+
+__all__ = ["REFUSED_LABELS_FIELD", "LabelWriter", "RefusedLabelAt"]
+
+log = logging.getLogger(__name__)
+
+REFUSED_LABELS_FIELD = "labels_refused|"
+"""Prefix of the ``_invalid`` totals that count labels of no model, by reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedLabelAt:
+    partition: int
+    offset: int
+    refused: RefusedLabel
+
+
+class LabelWriter:
+    def __init__(self, config: Config, store: WindowStore) -> None:
+        self.config = config
+        self.store = store
+        self._checkpoints: dict[str, dict[int, int]] = defaultdict(dict)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop cached checkpoints of partitions this process no longer (or newly) owns."""
+        dropped = set(partitions)
+        for cached in self._checkpoints.values():
+            for partition in dropped & cached.keys():
+                del cached[partition]
+
+    def unapplied_refused(self, refused: Sequence[RefusedLabelAt]) -> list[RefusedLabelAt]:
+        """The refused labels not yet counted (a replay finds its earlier ones counted)."""
+        known = self._known(INVALID_EVENTS_MODEL, {item.partition for item in refused})
+        return [item for item in refused if item.offset > known[item.partition]]
+
+    def write_refused(self, refused: Sequence[RefusedLabelAt]) -> None:
+        """Count labels of no model by reason, exactly once."""
+        pending = self.unapplied_refused(refused)
+        while pending:
+            totals: dict[str, int] = defaultdict(int)
+            for item in pending:
+                totals[REFUSED_LABELS_FIELD + item.refused.reason] += 1
+            update = WindowUpdate(
+                model=INVALID_EVENTS_MODEL,
+                ranges=partition_ranges(
+                    np.asarray([item.partition for item in pending], dtype=np.int32),
+                    np.asarray([item.offset for item in pending], dtype=np.int64),
+                ),
+                buckets={},
+                totals=dict(totals),
+                newest_event_ms=0,
+                checkpoint_space=LABELS_CHECKPOINT_SPACE,
+            )
+            if self._record(update, self.store.apply(self._with_known(update))):
+                return
+            pending = self.unapplied_refused(pending)
+
+    def write_all(self, batches: Iterable[LabelBatch], now_ms: int) -> int:
+        """Apply several models' labels in one store round trip; returns labels applied.
+
+        Conflicts (duplicates counted elsewhere meanwhile, replays) fall back to one model at a
+        time until the store accepts.
+        """
+        pending = [self._unapplied(batch) for batch in batches]
+        pending = [batch for batch in pending if len(batch)]
+        updates = [self._with_known(self._update(batch, now_ms)) for batch in pending]
+        applied = 0
+        for batch, update, result in zip(
+            pending, updates, self.store.apply_many(updates), strict=True
+        ):
+            applied += self._settle(batch, update, result, now_ms)
+        return applied
+
+    def _settle(
+        self, batch: LabelBatch, update: WindowUpdate, result: ApplyResult, now_ms: int
+    ) -> int:
+        while not self._record(update, result):
+            if isinstance(result, Conflict) and result.labelled:
+                batch = batch.with_duplicates(result.labelled)
+            batch = self._unapplied(batch)
+            if len(batch) == 0:
+                return 0
+            update = self._with_known(self._update(batch, now_ms))
+            result = self.store.apply(update)
+        return len(batch)
+
+    def _update(self, batch: LabelBatch, now_ms: int) -> WindowUpdate:
+        settings = self.config.model(batch.model).labels
+        assert settings is not None
+        return build_label_update(
+            batch,
+            self.store.layout,
+            self.config.monitoring.confidence_bins,
+            settings.positive_classes,
+            settings.error_resolution,
+            now_ms,
+        )
+
+    def _unapplied(self, batch: LabelBatch) -> LabelBatch:
+        known = self._known(batch.model, set(np.unique(batch.partitions).tolist()))
+        floor = np.fromiter(
+            (known[p] for p in batch.partitions.tolist()), dtype=np.int64, count=len(batch)
+        )
+        fresh = batch.offsets > floor
+        return batch if fresh.all() else batch.select(fresh)
+
+    def _known(self, model: str, partitions: set[int]) -> dict[int, int]:
+        cached = self._checkpoints[model]
+        missing = partitions - cached.keys()
+        if missing:
+            cached.update(self.store.checkpoints(model, missing, LABELS_CHECKPOINT_SPACE))
+        return cached
+
+    def _with_known(self, update: WindowUpdate) -> WindowUpdate:
+        """Tell the store what this writer knows was applied, so it can detect lost state."""
+        cached = self._checkpoints[update.model]
+        update.ranges = [
+            dataclasses.replace(span, known_applied_offset=cached.get(span.partition, -1))
+            for span in update.ranges
+        ]
+        return update
+
+    def _record(self, update: WindowUpdate, result: ApplyResult) -> bool:
+        """Remember the checkpoints a result reveals; true when the update was written."""
+        cached = self._checkpoints[update.model]
+        if isinstance(result, StateLost):
+            self._checkpoints.clear()
+            raise StoreStateLost(
+                f"model {update.model} (labels): checkpoints {dict(result.checkpoints)} are below "
+                f"the offsets already applied; the store lost its state"
+            )
+        if isinstance(result, Conflict):
+            if not result.labelled:
+                log.info("model %s: label offsets applied elsewhere; re-filtering", update.model)
+                cached.update(result.checkpoints)
+            return False
+        assert isinstance(result, Applied)
+        for span in update.ranges:
+            cached[span.partition] = span.last_offset
+        return True

@@ -1,0 +1,107 @@
+"""The ``drift:`` section of the config: how references are built and drift is decided.
+
+The decision fields mirror :class:`detectors.drift_decision.DriftPolicy` and are checked by
+building one when the config loads, so a bad combination (a distance statistic without a
+threshold, a threshold a bounded distance can never reach, ...) is refused at start-up with the
+key and value named, never at the first tick.
+
+Defaults, and why (measured by ``bench/detection.py`` and ``tests/unit/test_backtest.py``):
+
+* the chi-square p-value under Benjamini-Hochberg at a 1 % false discovery rate, *and* a PSI
+  floor of 0.1: the p-value alone flags differences far too small to matter once a window holds
+  thousands of events; the floor alone flags the noise of small windows;
+* at least 500 samples per window, below which a feature is "no data", never "drifted";
+* either window may raise drift (``require_both_windows: false``): waiting for a one-hour long
+  window to agree delays a half-standard-deviation shift by about 40 minutes, while at 1,000
+  events/s the short window alone already raises no false alarm in a simulated day. A feature
+  stays drifted until both windows have cleared, so the long window still damps flapping.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["DriftConfig", "DriftModelConfig", "StatisticName"]
+
+StatisticName = Literal[
+    "psi",
+    "jensen_shannon",
+    "hellinger",
+    "chi_square_p_value",
+    "kolmogorov_smirnov",
+    "wasserstein",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DriftModelConfig(_Strict):
+    """Per-model settings under ``drift.models.<model>``."""
+
+    per_feature_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Feature -> threshold of the distance statistic, for this model only; "
+        "wins over drift.per_feature_thresholds.",
+    )
+
+
+class DriftConfig(_Strict):
+    statistic: StatisticName = "chi_square_p_value"
+    threshold: float | None = Field(
+        None, description="Threshold of a distance statistic; must stay unset for a p-value."
+    )
+    effect_size_statistic: StatisticName | None = "psi"
+    effect_size_threshold: float = 0.1
+    minimum_samples: int = Field(500, ge=1)
+    false_discovery_rate: float = Field(0.01, gt=0, lt=1)
+    require_both_windows: bool = False
+    per_feature_thresholds: dict[str, float] = Field(
+        default_factory=dict,
+        description="Feature -> threshold of the distance statistic, for every model that has "
+        "the feature in its reference.",
+    )
+    models: dict[str, DriftModelConfig] = Field(default_factory=dict)
+    bins: int = Field(20, ge=2, le=200, description="Quantile bins of a numeric feature.")
+    top_k: int = Field(20, ge=1, le=200, description="Categories kept per categorical feature.")
+    max_features: int = Field(
+        100, ge=1, le=512, description="Features a reference keeps (the most frequent ones)."
+    )
+    reference_refresh_seconds: float = Field(
+        30.0, gt=0, le=3600, description="How often consumers and evaluators re-read references."
+    )
+
+    @model_validator(mode="after")
+    def _check_policy(self) -> Self:
+        from detectors.drift_decision import DriftPolicy
+        from detectors.drift_statistics import DriftStatistic
+
+        thresholds = dict(self.per_feature_thresholds)
+        for settings in self.models.values():
+            thresholds.update(settings.per_feature_thresholds)
+        DriftPolicy(
+            statistic=DriftStatistic(self.statistic),
+            threshold=self.threshold,
+            effect_size_statistic=(
+                None
+                if self.effect_size_statistic is None
+                else DriftStatistic(self.effect_size_statistic)
+            ),
+            effect_size_threshold=self.effect_size_threshold,
+            minimum_samples=self.minimum_samples,
+            false_discovery_rate=self.false_discovery_rate,
+            require_both_windows=self.require_both_windows,
+            per_feature_thresholds=thresholds,
+        )
+        return self
+
+    def thresholds_for(self, model: str) -> dict[str, float]:
+        """Per-feature thresholds of ``model``: the global ones, then the model's own."""
+        thresholds = dict(self.per_feature_thresholds)
+        model_settings = self.models.get(model)
+        if model_settings is not None:
+            thresholds.update(model_settings.per_feature_thresholds)
+        return thresholds

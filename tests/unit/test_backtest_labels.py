@@ -1,0 +1,131 @@
+"""``driftline backtest --labels``: labels replayed at event time, quality transitions printed."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import yaml
+from click.testing import CliRunner
+
+from alerting import metric_names as names
+from driftline.backtest import Backtest
+from driftline.cli import main
+from driftline.config import parse_config
+
+START_MS = 1_700_000_000_000
+DROP_MS = START_MS + 20 * 60_000
+encode = msgspec.json.Encoder().encode
+
+
+def _traffic(seed: int) -> tuple[list[bytes], list[bytes]]:
+    """40 minutes at 10 predictions/s; a predicted fraud is right 95 % of the time until the
+    20th minute, 60 % after. Each label comes 30 s after its prediction."""
+    generator = np.random.default_rng(seed)
+    events, labels = [], []
+    for index in range(24_000):
+        ts = START_MS + index * 100
+        said = "fraud" if generator.random() < 0.4 else "legit"
+        precision = 0.95 if ts < DROP_MS else 0.6
+        right = generator.random() < (precision if said == "fraud" else 0.95)
+        truth = said if right else ("legit" if said == "fraud" else "fraud")
+        events.append(
+            encode(
+                {
+                    "event_id": f"e{index}",
+                    "ts": ts,
+                    "model": "fraud",
+                    "version": "v1",
+                    "confidence": 0.9,
+                    "prediction": said,
+                }
+            )
+        )
+        labels.append(encode({"event_id": f"e{index}", "label": truth, "ts": ts + 30_000}))
+    order = generator.permutation(len(labels))
+    return events, [labels[int(i)] for i in order]
+
+
+def test_backtest_labels_prints_quality_crossings(tmp_path: Path) -> None:
+    events, labels = _traffic(3)
+    (tmp_path / "events.jsonl").write_bytes(b"\n".join(events) + b"\n")
+    (tmp_path / "labels.jsonl").write_bytes(b"\n".join(labels) + b"\n")
+    config = {
+        "models": {"fraud": {"labels": {"positive_classes": ["fraud"]}}},
+        "quality": {
+            "thresholds": [
+                {"figure": "precision", "positive_class": "fraud", "window": "short", "below": 0.8}
+            ]
+        },
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    arguments = [
+        "backtest",
+        "--config",
+        str(tmp_path / "config.yaml"),
+        "--labels",
+        str(tmp_path / "labels.jsonl"),
+        str(tmp_path / "events.jsonl"),
+    ]
+    outputs = [CliRunner().invoke(main, arguments) for _ in range(2)]
+    assert all(result.exit_code == 0 for result in outputs), outputs[0].output
+    lines = [json.loads(line) for line in outputs[0].stdout.splitlines()]
+    quality = [line for line in lines if line["kind"] == "quality"]
+    crossed = [line for line in quality if line["state"] == "crossed" and line["segment"] == ""]
+    assert crossed, quality
+    first = crossed[0]
+    # Crossed within one short window after the drop, never before it.
+    assert DROP_MS < first["at"] <= DROP_MS + 300_000 + 30_000, first
+    assert first["value"] < 0.8 and first["class"] == "fraud" and first["below"] == 0.8
+    assert outputs[0].stdout == outputs[1].stdout, "the same input must give the same output"
+
+
+def test_regression_labels_give_exact_mae_and_rmse() -> None:
+    config = parse_config(
+        {
+            "models": {"price": {"labels": {"kind": "regression", "error_resolution": 0.001}}},
+            "quality": {"minimum_labelled": 5},
+        }
+    )
+    generator = np.random.default_rng(4)
+    predicted = np.round(generator.normal(100, 10, 200), 3)
+    actual = np.round(predicted + generator.normal(0, 2, 200), 3)
+    events = [
+        encode(
+            {
+                "event_id": f"p{i}",
+                "ts": START_MS + i * 100,
+                "model": "price",
+                "version": "v1",
+                "prediction": float(predicted[i]),
+            }
+        )
+        for i in range(200)
+    ]
+    labels = [
+        encode({"event_id": f"p{i}", "label": float(actual[i]), "ts": START_MS + 30_000})
+        for i in range(200)
+    ]
+    labels.append(encode({"event_id": "p0", "label": "expensive", "ts": START_MS + 30_000}))
+    replay = Backtest(config, [], label_lines=labels)
+    replay.replay(events)
+    replay.tick(START_MS + 60_000)
+    snapshot = replay.evaluator.collector.snapshot
+    series = {
+        "model": "price",
+        "version": "v1",
+        "deployment": "stable",
+        "segment": "",
+        "window": "short",
+    }
+    errors = np.abs(predicted - actual)
+    mae = snapshot.value(names.MEAN_ABSOLUTE_ERROR, **series)
+    rmse = snapshot.value(names.ROOT_MEAN_SQUARED_ERROR, **series)
+    # Exact up to the 0.001 resolution each error is summed in.
+    assert mae is not None and abs(mae - float(errors.mean())) < 1e-3
+    assert rmse is not None and abs(rmse - math.sqrt(float((errors**2).mean()))) < 1e-3
+    refused = snapshot.value(names.LABELS_REFUSED_TOTAL, model="price", reason="invalid_label")
+    assert refused == 1.0

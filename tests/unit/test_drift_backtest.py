@@ -1,0 +1,376 @@
+"""Golden drift streams through the embedded backtest path (the live path's code, at event time).
+
+Seeded synthetic streams, river-style: the same seed gives the same events, so the expected
+transitions below are exact. Every stream is replayed through ``driftline.backtest.Backtest``:
+decoding, assembly, reference binning, the in-memory window store, statistics, decisions and the
+evaluator, as ``driftline consume`` + ``driftline evaluate`` run them, with the default config.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from alerting import metric_names as names
+from alerting.drift_figures import DriftTransition
+from detectors.reference import Reference
+from detectors.reference_builder import ReferenceBuilder
+from driftline.backtest import Backtest
+from driftline.cli import main
+from driftline.config import Config
+from driftline.events import InferenceEvent, decode_event
+from driftline.synthetic import TrafficSpec, synthetic_events
+
+START_MS = 1_700_000_000_000
+SHORT_WINDOW_MS = Config().windows.short_seconds * 1000
+_encoder = msgspec.json.Encoder()
+
+
+def build_reference(model: str, lines: Sequence[bytes]) -> Reference:
+    builder = ReferenceBuilder(model)
+    events = [decode_event(line) for line in lines]
+    builder.add([event for event in events if isinstance(event, InferenceEvent)])
+    return builder.build(created_at_ms=START_MS - 86_400_000, source="golden")
+
+
+def replay(lines: Sequence[bytes], reference: Reference) -> tuple[list[DriftTransition], Backtest]:
+    transitions: list[DriftTransition] = []
+    backtest = Backtest(Config(), [reference], on_transition=transitions.append)
+    backtest.replay(lines)
+    return transitions, backtest
+
+
+def normal_stream(
+    count: int,
+    *,
+    start_ms: int,
+    rate_per_s: float,
+    seed: int,
+    shift: float = 0.0,
+    shifted: int = 0,
+    features: int = 20,
+    version: str = "v2",
+    prefix: str = "",
+) -> list[bytes]:
+    spec = TrafficSpec(
+        "fraud", version, feature_count=features, feature_shift=shift, shifted_features=shifted
+    )
+    return [
+        raw
+        for raw, _ in synthetic_events(
+            spec, count, start_ms=start_ms, rate_per_s=rate_per_s, seed=seed, id_prefix=prefix
+        )
+    ]
+
+
+def mixed_stream(
+    count: int,
+    *,
+    start_ms: int,
+    rate_per_s: float,
+    seed: int,
+    country_weights: Sequence[float],
+    amount_missing: float,
+    prefix: str,
+) -> Iterator[bytes]:
+    """A categorical feature (``country``), a numeric one with missing values (``amount``) and
+    an untouched numeric one (``age``)."""
+    rng = np.random.default_rng(seed)
+    countries = np.array(["DE", "FR", "IT", "ES", "NL"])
+    chosen = rng.choice(countries, size=count, p=np.asarray(country_weights))
+    amount = rng.lognormal(3.0, 1.0, count).round(2)
+    missing = rng.random(count) < amount_missing
+    age = rng.normal(40.0, 12.0, count).round(1)
+    for index in range(count):
+        yield _encoder.encode(
+            {
+                "event_id": f"{prefix}{index}",
+                "ts": start_ms + int(index * 1000 / rate_per_s),
+                "model": "shop",
+                "version": "v7",
+                "latency_ms": 12.0,
+                "features": {
+                    "country": str(chosen[index]),
+                    "amount": None if missing[index] else float(amount[index]),
+                    "age": float(age[index]),
+                },
+            }
+        )
+
+
+def drifted(transitions: Sequence[DriftTransition]) -> dict[str, int]:
+    """Feature -> event time of its first "drifted" transition."""
+    first: dict[str, int] = {}
+    for transition in transitions:
+        if transition.state == "drifted":
+            first.setdefault(transition.feature, transition.at_ms)
+    return first
+
+
+@pytest.fixture(scope="module")
+def normal_reference() -> Reference:
+    return build_reference(
+        "fraud", normal_stream(50_000, start_ms=START_MS, rate_per_s=1000, seed=1, version="v1")
+    )
+
+
+@pytest.fixture(scope="module")
+def small_reference() -> Reference:
+    """Five features, for the streams that need fewer."""
+    return build_reference(
+        "fraud",
+        normal_stream(20_000, start_ms=START_MS, rate_per_s=100, seed=2, features=5, version="v1"),
+    )
+
+
+def test_half_sigma_shift_in_three_of_twenty_features_is_caught_for_exactly_those(
+    normal_reference: Reference,
+) -> None:
+    change_ms = START_MS + 360_000
+    before = normal_stream(36_000, start_ms=START_MS, rate_per_s=100, seed=11)
+    after = normal_stream(
+        36_000, start_ms=change_ms, rate_per_s=100, seed=12, shift=0.5, shifted=3, prefix="b"
+    )
+    transitions, _ = replay(before + after, normal_reference)
+
+    first = drifted(transitions)
+    assert sorted(first) == ["f0", "f1", "f2"]
+    assert all(t.state == "drifted" for t in transitions), "nothing cleared"
+    for feature, at_ms in first.items():
+        assert change_ms < at_ms <= change_ms + SHORT_WINDOW_MS, feature
+    for transition in transitions:
+        assert (transition.model, transition.version, transition.deployment) == (
+            "fraud",
+            "v2",
+            "stable",
+        )
+        assert transition.segment is None
+        assert transition.stat == "psi" and transition.threshold == 0.1
+        assert transition.value is not None and transition.value >= 0.1
+        assert transition.window == "short"
+
+
+def test_stationary_stream_of_half_a_million_events_raises_nothing(
+    small_reference: Reference,
+) -> None:
+    lines = normal_stream(500_000, start_ms=START_MS, rate_per_s=500, seed=21, features=5)
+    transitions, backtest = replay(lines, small_reference)
+
+    assert transitions == []
+    assert backtest.summary.applied == 500_000
+    assert backtest.summary.ticks == 200
+    # Not vacuous: at the last tick every feature had data and was decided "not drifted".
+    snapshot = backtest.evaluator.collector.snapshot
+    series = {"model": "fraud", "version": "v2", "deployment": "stable", "segment": ""}
+    for item in ("f0", "f1", "f2", "f3", "f4", "@prediction", "@confidence"):
+        assert snapshot.value(names.DRIFTED, **series, feature=item) == 0, item
+        short = snapshot.value(names.DRIFT_SAMPLES, **series, window="short", feature=item)
+        assert short == 145_000  # the 290 s of events before the last tick
+    assert snapshot.value(names.DRIFT_SHARE, **series) == 0.0
+
+
+def test_categorical_frequency_shift_is_caught() -> None:
+    usual = (0.4, 0.3, 0.15, 0.1, 0.05)
+    reference = build_reference(
+        "shop",
+        list(
+            mixed_stream(
+                20_000,
+                start_ms=START_MS,
+                rate_per_s=100,
+                seed=31,
+                country_weights=usual,
+                amount_missing=0.01,
+                prefix="r",
+            )
+        ),
+    )
+    change_ms = START_MS + 360_000
+    lines = [
+        *mixed_stream(
+            36_000,
+            start_ms=START_MS,
+            rate_per_s=100,
+            seed=32,
+            country_weights=usual,
+            amount_missing=0.01,
+            prefix="a",
+        ),
+        *mixed_stream(
+            36_000,
+            start_ms=change_ms,
+            rate_per_s=100,
+            seed=33,
+            country_weights=(0.2, 0.3, 0.15, 0.1, 0.25),
+            amount_missing=0.01,
+            prefix="b",
+        ),
+    ]
+    transitions, _ = replay(lines, reference)
+
+    first = drifted(transitions)
+    assert list(first) == ["country"]
+    assert change_ms < first["country"] <= change_ms + SHORT_WINDOW_MS
+
+
+def test_missing_value_surge_is_caught() -> None:
+    usual = (0.4, 0.3, 0.15, 0.1, 0.05)
+    reference = build_reference(
+        "shop",
+        list(
+            mixed_stream(
+                20_000,
+                start_ms=START_MS,
+                rate_per_s=100,
+                seed=41,
+                country_weights=usual,
+                amount_missing=0.01,
+                prefix="r",
+            )
+        ),
+    )
+    change_ms = START_MS + 360_000
+    lines = [
+        *mixed_stream(
+            36_000,
+            start_ms=START_MS,
+            rate_per_s=100,
+            seed=42,
+            country_weights=usual,
+            amount_missing=0.01,
+            prefix="a",
+        ),
+        *mixed_stream(
+            36_000,
+            start_ms=change_ms,
+            rate_per_s=100,
+            seed=43,
+            country_weights=usual,
+            amount_missing=0.3,
+            prefix="b",
+        ),
+    ]
+    transitions, _ = replay(lines, reference)
+
+    first = drifted(transitions)
+    assert list(first) == ["amount"]
+    assert change_ms < first["amount"] <= change_ms + SHORT_WINDOW_MS
+
+
+def test_a_drift_clears_once_both_windows_are_back_to_normal(small_reference: Reference) -> None:
+    """Either window raises drift (the default); it clears only when both windows have."""
+    shifted_ms = START_MS + 360_000
+    back_ms = shifted_ms + 360_000
+    lines = [
+        *normal_stream(18_000, start_ms=START_MS, rate_per_s=50, seed=51, features=5),
+        *normal_stream(
+            18_000,
+            start_ms=shifted_ms,
+            rate_per_s=50,
+            seed=52,
+            features=5,
+            shift=1.0,
+            shifted=1,
+            prefix="b",
+        ),
+        *normal_stream(36_000, start_ms=back_ms, rate_per_s=50, seed=53, features=5, prefix="c"),
+    ]
+    reference = small_reference
+    transitions, _ = replay(lines, reference)
+
+    assert [(t.feature, t.state) for t in transitions] == [("f0", "drifted"), ("f0", "ok")]
+    raised, cleared = transitions
+    assert raised.window == "short" and shifted_ms < raised.at_ms <= shifted_ms + SHORT_WINDOW_MS
+    # The long window (one hour) holds the shifted six minutes until their share is small.
+    assert cleared.window == "long" and cleared.at_ms > back_ms + SHORT_WINDOW_MS
+
+
+def _write(path: Path, lines: Sequence[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def test_backtest_command_output_is_byte_identical_and_independent_of_file_order(
+    tmp_path: Path, small_reference: Reference
+) -> None:
+    change_ms = START_MS + 300_000
+    lines = [
+        *normal_stream(15_000, start_ms=START_MS, rate_per_s=50, seed=61, features=5),
+        *normal_stream(
+            10_000,
+            start_ms=change_ms,
+            rate_per_s=50,
+            seed=62,
+            features=5,
+            shift=1.0,
+            shifted=2,
+            prefix="b",
+        ),
+        b'{"event_id": "bad"}',
+        b"not json",
+    ]
+    reference = small_reference
+    reference_path = tmp_path / "reference.json"
+    reference_path.write_text(reference.to_json(), encoding="utf-8")
+    shuffled = list(lines)
+    random.Random(64).shuffle(shuffled)
+    runner = CliRunner()
+    outputs = []
+    for name, content in (("a", lines), ("b", lines), ("c", shuffled)):
+        events = _write(tmp_path / f"{name}.jsonl", content)
+        result = runner.invoke(main, ["backtest", "--reference", str(reference_path), str(events)])
+        assert result.exit_code == 0, result.output
+        outputs.append(result.stdout_bytes)
+    assert outputs[0] == outputs[1] == outputs[2]
+
+    records = [json.loads(line) for line in outputs[0].decode().splitlines()]
+    transitions, summary = records[:-1], records[-1]
+    assert [(r["feature"], r["state"]) for r in transitions] == [
+        ("f0", "drifted"),
+        ("f1", "drifted"),
+    ]
+    assert list(transitions[0]) == [
+        "kind",
+        "model",
+        "version",
+        "deployment",
+        "segment",
+        "feature",
+        "state",
+        "at",
+        "stat",
+        "value",
+        "threshold",
+        "window",
+    ]
+    assert summary["kind"] == "summary"
+    assert summary["lines"] == 25_002 and summary["events_applied"] == 25_000
+    assert summary["refused"] == {"bad_json": 1, "missing_field": 1}
+    assert summary["transitions"] == {"drifted": 2, "ok": 0}
+    assert [d["feature"] for d in summary["drifted_at_end"]] == ["f0", "f1"]
+
+
+def test_backtest_command_takes_labels_and_refuses_bad_references_clearly(tmp_path: Path) -> None:
+    events = _write(
+        tmp_path / "events.jsonl", normal_stream(10, start_ms=START_MS, rate_per_s=10, seed=71)
+    )
+    labels = _write(tmp_path / "labels.jsonl", [b'{"event_id": "e", "label": true}'])
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"format": "driftline/reference/v1", "model": "fraud"}', encoding="utf-8")
+    runner = CliRunner()
+
+    # Labels replay (tests/unit/test_backtest_labels.py): a label of no known event is counted.
+    result = runner.invoke(main, ["backtest", "--labels", str(labels), str(events)])
+    assert result.exit_code == 0, result.output
+    assert '"kind": "summary"' in result.output
+
+    result = runner.invoke(main, ["backtest", "--reference", str(broken), str(events)])
+    assert result.exit_code == 1
+    assert f"--reference {broken}: reference.features: expected a list" in result.output

@@ -1,0 +1,423 @@
+"""References: bins, vectorised binning, JSON, the window field tag, the cache, freezing."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+
+from consumers.batching import BatchAssembler
+from consumers.kafka_consumer import binning_from_config
+from consumers.window_writer import WindowWriter
+from detectors.reference import (
+    FeatureKind,
+    FeatureReference,
+    Reference,
+    ReferenceFormatError,
+    category_key,
+)
+from detectors.reference_builder import ReferenceBuilder, freeze_window, window_counts
+from detectors.reference_cache import ReferenceCache
+from detectors.series import Series
+from detectors.stores.memory_reference_store import MemoryReferenceStore
+from detectors.stores.memory_store import MemoryWindowStore
+from detectors.window_summary import summarise
+from detectors.window_update import WindowLayout
+from driftline.config import Config, parse_config
+from driftline.events import InferenceEvent, decode_event
+
+_encoder = msgspec.json.Encoder()
+NOW_MS = 1_700_000_000_000
+
+
+def event(index: int, **fields: Any) -> bytes:
+    document = {
+        "event_id": f"e{index}",
+        "ts": NOW_MS - 1000 + index % 1000,
+        "model": "fraud",
+        "version": "v1",
+        **fields,
+    }
+    return _encoder.encode(document)
+
+
+def decoded(lines: list[bytes]) -> list[InferenceEvent]:
+    events = [decode_event(line) for line in lines]
+    assert all(isinstance(e, InferenceEvent) for e in events)
+    return events  # type: ignore[return-value]
+
+
+def expected_numeric_bin(value: object, edges: tuple[float, ...]) -> int:
+    """The documented numeric layout, one value at a time, written independently."""
+    if value is None or isinstance(value, dict):
+        return 0
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except ValueError:
+        return 0
+    if math.isnan(number):
+        return 0
+    if number < edges[0]:
+        return 1
+    if number > edges[-1]:
+        return len(edges) + 1
+    inner = 0
+    for index, edge in enumerate(edges[1:-1]):
+        if number >= edge:
+            inner = index + 1
+    return 2 + inner
+
+
+def test_numeric_edges_are_reference_quantiles_and_counts_are_their_own_binning() -> None:
+    rng = np.random.default_rng(5)
+    values = rng.normal(10.0, 2.0, 5_000).round(3)
+    lines = [event(i, features={"x": float(v)}) for i, v in enumerate(values)]
+    lines += [event(5_000 + i, features={}) for i in range(40)]  # missing
+    builder = ReferenceBuilder("fraud", bins=20)
+    assert builder.add(decoded(lines)) == 5_040
+    [feature] = builder.build(created_at_ms=0).features
+
+    interior = np.unique(np.quantile(values, np.arange(1, 20) / 20, method="lower"))
+    assert feature.kind is FeatureKind.NUMERIC
+    assert feature.edges == (values.min(), *interior[interior > values.min()], values.max())
+    assert len(feature.counts) == len(feature.edges) + 2
+    expected = np.bincount(
+        [expected_numeric_bin(float(v), feature.edges) for v in values],
+        minlength=feature.bin_count,
+    )
+    expected[0] += 40
+    assert list(feature.counts) == expected.tolist()
+    assert feature.counts[1] == feature.counts[-1] == 0  # nothing outside its own range
+    assert feature.spread == pytest.approx(values.std())
+    # Bin values: the mean of the reference values in each quantile bin, extremes outside.
+    inner_bins = np.array([expected_numeric_bin(float(v), feature.edges) for v in values])
+    means = [values[inner_bins == b].mean() for b in range(2, len(feature.edges) + 1)]
+    assert feature.bin_values == pytest.approx([values.min(), *means, values.max()])
+
+
+def test_numeric_binning_matches_the_layout_on_every_edge_case() -> None:
+    feature = FeatureReference.numeric(
+        "x",
+        edges=(0.0, 1.0, 2.0, 5.0),
+        counts=(0, 0, 1, 1, 1, 0),
+        bin_values=(0, 0.5, 1.5, 3, 5),
+        spread=1.0,
+    )
+    reference = Reference("fraud", 0, (feature,))
+    probes: list[object] = [
+        -1.0,
+        0.0,
+        0.5,
+        1.0,
+        1.5,
+        2.0,
+        4.99,
+        5.0,
+        5.01,
+        1e9,
+        None,
+        "2.5",
+        "abc",
+        True,
+        False,
+    ]
+    rows = [{"x": value} for value in probes] + [{}]
+    expected = [expected_numeric_bin(value, feature.edges) for value in probes] + [0]
+    assert expected == [1, 2, 2, 3, 3, 4, 4, 4, 5, 5, 0, 4, 0, 3, 2, 0]
+    assert reference.bin_features(rows)["x"].tolist() == expected
+    # The same values through the batched fast path (several numeric features at once).
+    wide = Reference(
+        "fraud",
+        0,
+        (
+            feature,
+            FeatureReference.numeric(
+                "y", edges=(0.0, 1.0), counts=(0, 0, 1, 0), bin_values=(0.0, 0.5, 1.0), spread=1.0
+            ),
+        ),
+    )
+    clean = [{"x": v, "y": 0.5} for v in probes if not isinstance(v, str)]
+    bins = wide.bin_features(clean)
+    assert bins["x"].tolist() == [expected_numeric_bin(row["x"], feature.edges) for row in clean]
+    assert bins["y"].tolist() == [2] * len(clean)
+    assert wide.bin_features(rows)["x"].tolist() == expected
+
+
+def test_categorical_keeps_the_top_k_by_frequency_then_name() -> None:
+    values: list[object] = ["FR"] * 5 + ["DE"] * 5 + ["IT"] * 3 + [3.0] * 2 + [True] + [None] * 4
+    lines = [event(i, features={"c": v}) for i, v in enumerate(values)]
+    builder = ReferenceBuilder("fraud", top_k=3, feature_types={"c": "categorical"})
+    builder.add(decoded(lines))
+    [feature] = builder.build(created_at_ms=0).features
+
+    assert feature.kind is FeatureKind.CATEGORICAL
+    assert feature.categories == ("DE", "FR", "IT")
+    assert feature.counts == (4, 3, 5, 5, 3)  # missing, other ("3" twice, "true"), DE, FR, IT
+    column: list[object] = ["DE", "IT", "ES", None, 3, "3", True, "FR"]
+    assert feature.bin_column(column).tolist() == [2, 4, 1, 0, 1, 1, 1, 3]
+    assert [category_key(v) for v in (3, 3.5, False, "x")] == ["3", "3.5", "false", "x"]
+
+
+def test_a_feature_is_numeric_only_when_every_value_is_a_number() -> None:
+    lines = [
+        event(0, features={"n": 1.0, "mixed": 1.0, "flag": True}, prediction=0.3),
+        event(1, features={"n": 2.0, "mixed": "high", "flag": False}, prediction=0.7),
+    ]
+    builder = ReferenceBuilder("fraud")
+    builder.add(decoded(lines))
+    reference = builder.build(created_at_ms=0)
+    kinds = {feature.name: feature.kind for feature in reference.features}
+    assert kinds == {"flag": "categorical", "mixed": "categorical", "n": "numeric"}
+    assert reference.prediction is not None and reference.prediction.kind is FeatureKind.NUMERIC
+
+
+def test_reference_counts_equal_the_window_the_consumer_writes_for_the_same_events() -> None:
+    """The reference side and the consumer side bin with one code path: same events, same
+    histograms, for features, prediction and confidence."""
+    rng = np.random.default_rng(9)
+    lines = []
+    for i in range(3_000):
+        features: dict[str, object] = {
+            "amount": round(float(rng.lognormal(3, 1)), 2),
+            "country": str(rng.choice(["DE", "FR", "IT", "ES"])),
+        }
+        if i % 17 == 0:
+            features["amount"] = None
+        if i % 29 == 0:
+            del features["country"]
+        fields: dict[str, Any] = {"features": features, "prediction": ["yes", "no"][i % 2]}
+        if i % 13:
+            fields["confidence"] = round(float(rng.beta(8, 2)), 4)
+        lines.append(event(i, **fields))
+    config = Config()
+    builder = ReferenceBuilder("fraud", top_k=3, confidence_bins=config.monitoring.confidence_bins)
+    builder.add(decoded(lines))
+    reference = builder.build(created_at_ms=0)
+
+    store = MemoryWindowStore(WindowLayout(), clock=lambda: NOW_MS)
+    assembler = BatchAssembler(config, store, lambda model: reference)
+    writer = WindowWriter(store, binning_from_config(config), lambda model: reference)
+    for first in range(0, len(lines), 700):
+        chunk = lines[first : first + 700]
+        offsets = list(range(first, first + len(chunk)))
+        assembled = assembler.assemble([0] * len(chunk), offsets, chunk, NOW_MS)
+        assert not assembled.refused
+        writer.write_all(list(assembled.models.values()), NOW_MS)
+    [fields] = store.read_windows("fraud", [300_000], NOW_MS)
+    window = summarise(fields)[Series("v1", "stable")]
+
+    counts = window_counts(reference, window)
+    assert set(counts) == {"amount", "country", "@prediction", "@confidence"}
+    for item in reference.items:
+        assert counts[item.name].tolist() == list(item.counts), item.name
+    assert reference.confidence is not None and reference.confidence.counts[0] == 3_000 - 2_769
+
+
+def test_window_fields_carry_the_reference_tag_so_two_references_never_mix() -> None:
+    def numeric_reference(top: float) -> Reference:
+        feature = FeatureReference.numeric(
+            "x",
+            edges=(0.0, top),
+            counts=(0, 0, 10, 0),
+            bin_values=(0.0, top / 2, top),
+            spread=1.0,
+        )
+        return Reference("fraud", 0, (feature,))
+
+    first, second = numeric_reference(1.0), numeric_reference(10.0)
+    assert first.field_tag != second.field_tag
+    config = Config()
+    store = MemoryWindowStore(WindowLayout(), clock=lambda: NOW_MS)
+    for reference, offset, value in ((first, 0, 5.0), (second, 100, 5.0)):
+        assembler = BatchAssembler(config, store, lambda model, r=reference: r)
+        writer = WindowWriter(store, binning_from_config(config), lambda model, r=reference: r)
+        chunk = [event(offset + i, features={"x": value}) for i in range(7 if offset else 3)]
+        assembled = assembler.assemble(
+            [0] * len(chunk), list(range(offset, offset + len(chunk))), chunk, NOW_MS
+        )
+        writer.write_all(list(assembled.models.values()), NOW_MS)
+    [fields] = store.read_windows("fraud", [300_000], NOW_MS)
+    assert f"v1|stable||feature:{first.field_tag}:x:3" in fields
+    window = summarise(fields)[Series("v1", "stable")]
+    assert window_counts(first, window)["x"].tolist() == [0, 0, 0, 3]  # 5 > 1: overflow
+    assert window_counts(second, window)["x"].tolist() == [0, 0, 7, 0]
+
+
+def test_json_round_trip_is_exact_and_the_id_is_the_content_hash() -> None:
+    builder = ReferenceBuilder("fraud", version="v41")
+    builder.add(
+        decoded(
+            [
+                event(
+                    i,
+                    features={"x": i / 7, "c": "ab"[i % 2]},
+                    confidence=0.5,
+                    prediction="yes",
+                    version="v41",
+                )
+                for i in range(200)
+            ]
+        )
+    )
+    reference = builder.build(created_at_ms=1_234, source="unit")
+    text = reference.to_json()
+    again = Reference.from_json(text)
+    assert again == reference and again.to_json() == text
+    content = {k: v for k, v in json.loads(text).items() if k != "reference_id"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+    assert reference.reference_id == hashlib.sha256(canonical.encode()).hexdigest()
+    assert reference.field_tag == reference.reference_id[:12]
+    # An id is optional on import (it is recomputed) but must match when present.
+    assert Reference.from_json(json.dumps(content)).reference_id == reference.reference_id
+    edited = json.loads(text)
+    edited["features"][0]["counts"][0] += 1
+    with pytest.raises(ReferenceFormatError, match=r"reference_id: .* does not match the content"):
+        Reference.from_json(json.dumps(edited))
+
+
+def _document() -> dict[str, Any]:
+    feature = FeatureReference.numeric(
+        "x", edges=(0.0, 1.0), counts=(0, 0, 1, 0), bin_values=(0.0, 0.5, 1.0), spread=1.0
+    )
+    document = Reference("fraud", 0, (feature,)).to_dict()
+    del document["reference_id"]
+    return document
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda d: d.update(format="v0"), "reference.format: expected 'driftline/reference/v1'"),
+        (lambda d: d.update(extra=1), "reference: unknown key(s) ['extra']"),
+        (lambda d: d.update(model=3), "reference.model: expected str, got 3"),
+        (
+            lambda d: d["features"][0].update(counts=[0, 0, 1]),
+            "reference.features[0].counts: expected 4 bins",
+        ),
+        (
+            lambda d: d["features"][0].update(edges=[1.0, 0.0]),
+            "reference.features[0].edges: must be min < strictly increasing",
+        ),
+        (
+            lambda d: d["features"][0].update(kind="ordinal"),
+            "reference.features[0].kind: expected 'numeric' or 'categorical'",
+        ),
+        (lambda d: d["features"][0].update(name="@confidence"), "names starting with @"),
+        (lambda d: d["features"][0].update(counts=[0, 0, -1, 0]), "counts must be >= 0"),
+    ],
+)
+def test_bad_reference_documents_are_refused_naming_the_field(change: Any, message: str) -> None:
+    document = _document()
+    change(document)
+    with pytest.raises(ReferenceFormatError) as raised:
+        Reference.from_json(json.dumps(document))
+    assert message in str(raised.value)
+
+
+class CountingStore(MemoryReferenceStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+        self.id_reads = 0
+
+    def load(self, model: str) -> Reference | None:
+        self.loads += 1
+        return super().load(model)
+
+    def reference_id(self, model: str) -> str | None:
+        self.id_reads += 1
+        return super().reference_id(model)
+
+
+def test_reference_cache_answers_from_memory_and_reloads_only_a_new_id() -> None:
+    seconds = [0.0]
+    store = CountingStore()
+    cache = ReferenceCache(store, refresh_seconds=30, clock_s=lambda: seconds[0])
+    assert cache.reference("fraud") is None
+    first = Reference("fraud", 1, ())
+    store.save(first)
+    seconds[0] = 29.9
+    assert cache.reference("fraud") is None, "not before the refresh interval"
+    seconds[0] = 30.0
+    assert cache.binner_for("fraud") is first
+    assert (store.loads, store.id_reads) == (2, 1)
+    for tick in range(1, 5):
+        seconds[0] = 30.0 + 30 * tick
+        assert cache.reference("fraud") is first
+    assert (store.loads, store.id_reads) == (2, 5), "same id: polled, never reloaded"
+    second = Reference("fraud", 2, ())
+    store.save(second)
+    seconds[0] = 1_000.0
+    assert cache.reference("fraud") is second
+    store.delete("fraud")
+    seconds[0] = 2_000.0
+    assert cache.reference("fraud") is None
+
+
+def test_freezing_a_window_keeps_the_bins_and_takes_the_window_counts() -> None:
+    builder = ReferenceBuilder("fraud", bins=4, top_k=2)
+    builder.add(decoded([event(i, features={"x": float(i), "c": "ab"[i % 2]}) for i in range(100)]))
+    reference = builder.build(created_at_ms=0)
+    config = Config()
+    store = MemoryWindowStore(WindowLayout(), clock=lambda: NOW_MS)
+    assembler = BatchAssembler(config, store, lambda model: reference)
+    writer = WindowWriter(store, binning_from_config(config), lambda model: reference)
+    chunk = [event(i, features={"x": 80.0 + i % 40, "c": "b"}, version="v2") for i in range(60)]
+    assembled = assembler.assemble([0] * 60, list(range(60)), chunk, NOW_MS)
+    writer.write_all(list(assembled.models.values()), NOW_MS)
+    [fields] = store.read_windows("fraud", [300_000], NOW_MS)
+    window = summarise(fields)[Series("v2", "stable")]
+
+    frozen = freeze_window(reference, window, created_at_ms=5, version="v2", source="test")
+    c, x = frozen.features
+    assert (x.edges, x.bin_values) == (
+        reference.features[1].edges,
+        reference.features[1].bin_values,
+    )
+    assert x.counts == (0, 0, 0, 0, 0, 40, 20)  # [74, 99] holds 80..99; 100..119 overflow
+    assert c.categories == ("a", "b") and c.counts == (0, 0, 0, 60)
+    assert (frozen.version, frozen.events, frozen.created_at_ms) == ("v2", 60, 5)
+    assert frozen.reference_id != reference.reference_id
+    empty = summarise({})
+    with pytest.raises(ReferenceFormatError, match="no events binned with reference"):
+        freeze_window(
+            reference,
+            empty.get(Series("v9", "stable")) or window.__class__(Series("v9", "stable")),
+            created_at_ms=5,
+            version="v9",
+            source="test",
+        )
+
+
+def test_drift_config_errors_name_the_key() -> None:
+    from driftline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"drift.statistic = 'pzi'"):
+        parse_config({"drift": {"statistic": "pzi"}})
+    with pytest.raises(ConfigError, match="threshold is required for the distance statistic psi"):
+        parse_config({"drift": {"statistic": "psi"}})
+    with pytest.raises(ConfigError, match=r"per_feature_thresholds\['amount'\] for hellinger"):
+        parse_config(
+            {
+                "drift": {
+                    "effect_size_statistic": "hellinger",
+                    "effect_size_threshold": 0.2,
+                    "models": {"m": {"per_feature_thresholds": {"amount": 2}}},
+                }
+            }
+        )
+    config = parse_config(
+        {
+            "drift": {
+                "per_feature_thresholds": {"a": 0.2, "b": 0.3},
+                "models": {"m": {"per_feature_thresholds": {"a": 0.5}}},
+            }
+        }
+    )
+    assert config.drift.thresholds_for("m") == {"a": 0.5, "b": 0.3}
+    assert config.drift.thresholds_for("other") == {"a": 0.2, "b": 0.3}
