@@ -33,6 +33,7 @@ import redis
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 from consumers.batch_applier import BatchApplier, RawBatch, binning_from_config
+from consumers.exceptions import StoreStateLost
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner
 from driftline.config import Config
@@ -116,15 +117,38 @@ class EventConsumer:
 
     def _process_with_retries(self, messages: list[Any]) -> None:
         # Re-applying a batch is safe (checkpoints), so a Redis outage is waited out, not fatal.
-        for attempt in range(8):
-            try:
-                self._process(messages)
-                return
-            except (redis.ConnectionError, redis.TimeoutError) as error:
-                delay = min(0.25 * 2**attempt, 10.0)
-                log.warning("store unavailable (%s); retrying batch in %.2fs", error, delay)
-                time.sleep(delay)
-        self._process(messages)
+        try:
+            for attempt in range(8):
+                try:
+                    self._process(messages)
+                    return
+                except (redis.ConnectionError, redis.TimeoutError) as error:
+                    delay = min(0.25 * 2**attempt, 10.0)
+                    log.warning("store unavailable (%s); retrying batch in %.2fs", error, delay)
+                    time.sleep(delay)
+            self._process(messages)
+        except StoreStateLost as lost:
+            log.error("%s: rebuilding the windows", lost)
+            self._rebuild_after_store_loss()
+
+    def _rebuild_after_store_loss(self) -> None:
+        """Seek every owned partition back one long window and replay; commit nothing meanwhile.
+
+        The batch that found the loss is dropped unapplied; the replay re-applies it with
+        everything else the long window needs, since the store's checkpoints are gone.
+        """
+        assignment = self._consumer.assignment()
+        self.applier.forget(tp.partition for tp in assignment)
+        self._applied_next_offsets.clear()
+        since_ms = self.clock_ms() - self.store.layout.long_ms - self.store.layout.rollup_ms
+        lookups = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in assignment]
+        found = self._consumer.offsets_for_times(lookups, timeout=30)
+        committed = self._consumer.committed(assignment, timeout=30)
+        for answer, stored in zip(found, committed, strict=True):
+            # Nothing that recent (-1): replay from the last commit, so this batch is not lost.
+            offset = answer.offset if answer.offset >= 0 else max(stored.offset, 0)
+            self._consumer.seek(TopicPartition(answer.topic, answer.partition, offset))
+            log.warning("partition %d: replaying from offset %d", answer.partition, offset)
 
     def _process(self, messages: list[Any]) -> None:
         now_ms = self.clock_ms()

@@ -343,9 +343,10 @@ cmd_down() {
     for svc in "${svcs[@]}"; do
       log "wiping $(svc_dir "$svc")"
       rm -rf "$(svc_dir "$svc")"
-      [[ $svc == prometheus ]] && rm -rf "$STACK_DIR/rules"
+      if [[ $svc == prometheus ]]; then rm -rf "$STACK_DIR/rules"; fi
     done
   fi
+  return 0
 }
 
 cmd_status() {

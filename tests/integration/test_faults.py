@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
-from consumers.window_writer import BAD_EVENTS_FIELD, INVALID_EVENTS_MODEL
+from consumers.batching import BatchAssembler
+from consumers.kafka_consumer import binning_from_config
+from consumers.window_writer import BAD_EVENTS_FIELD, INVALID_EVENTS_MODEL, WindowWriter
+from detectors.stores.memory_store import MemoryWindowStore
 from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import KeySchema
 from driftline.cli import layout_from_config
 from driftline.config import Config
 from driftline.synthetic import TrafficSpec, synthetic_events
 from tests.conftest import (
+    REPO,
     produce,
     start_consumer,
     wait_for_log,
@@ -39,22 +46,27 @@ def test_twenty_random_sigkills_lose_and_double_count_nothing(
     config = stack_config(
         partitions=3,
         consumer={"batch_size": 200},
-        kafka={"consumer": {"group.instance.id": f"killed-{unique}",
-                            "session.timeout.ms": 6000}},
+        kafka={"consumer": {"group.instance.id": f"killed-{unique}", "session.timeout.ms": 6000}},
     )
     now_ms = int(time.time() * 1000)
     values: list[bytes] = []
     for seed, model in enumerate(("fraud", "churn", "ranker")):
-        stream = synthetic_events(TrafficSpec(model, "v1", feature_count=2), 30_000,
-                                  start_ms=now_ms - 100_000, rate_per_s=400, seed=seed)
+        stream = synthetic_events(
+            TrafficSpec(model, "v1", feature_count=2),
+            30_000,
+            start_ms=now_ms - 100_000,
+            rate_per_s=400,
+            seed=seed,
+        )
         values += [raw for raw, _ in stream]
     bad = [b"{broken json" for _ in range(300)]
     random.Random(3).shuffle(mixed := values + bad)
     produce(kafka_bootstrap, config.topics.events, mixed)
 
     config_path = write_config(config, tmp_path)
-    store = RedisWindowStore(redis_client, layout_from_config(config),
-                             KeySchema(config.redis.key_prefix))
+    store = RedisWindowStore(
+        redis_client, layout_from_config(config), KeySchema(config.redis.key_prefix)
+    )
 
     def applied() -> int:
         return sum(sum(store.totals(model).values()) for model in ("fraud", "churn", "ranker"))
@@ -94,14 +106,20 @@ def test_rebalances_while_producing_lose_nothing(
     """Four consumers on twelve partitions join and leave while events keep arriving."""
     config = stack_config(partitions=12, consumer={"batch_size": 500})
     config_path = write_config(config, tmp_path)
-    store = RedisWindowStore(redis_client, layout_from_config(config),
-                             KeySchema(config.redis.key_prefix))
+    store = RedisWindowStore(
+        redis_client, layout_from_config(config), KeySchema(config.redis.key_prefix)
+    )
     now_ms = int(time.time() * 1000)
     models = [f"model{i}" for i in range(8)]
     chunks = []
     for seed, model in enumerate(models):
-        stream = synthetic_events(TrafficSpec(model, "v1", feature_count=2), 6000,
-                                  start_ms=now_ms - 60_000, rate_per_s=200, seed=seed)
+        stream = synthetic_events(
+            TrafficSpec(model, "v1", feature_count=2),
+            6000,
+            start_ms=now_ms - 60_000,
+            rate_per_s=200,
+            seed=seed,
+        )
         chunks.append([(raw, model.encode()) for raw, _ in stream])
     messages = [pair for group in zip(*chunks, strict=True) for pair in group]
 
@@ -125,3 +143,115 @@ def test_rebalances_while_producing_lose_nothing(
     assert [process.wait(60) for process in consumers] == [0] * len(consumers)
     for model in models:
         assert store.totals(model) == {"v1|stable||events": 6000}, model
+
+
+@pytest.mark.parametrize("consumer_running", [False, True], ids=["restarted", "running"])
+def test_redis_restarted_empty_windows_are_rebuilt(
+    consumer_running: bool,
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    tmp_path: Path,
+) -> None:
+    """Redis loses everything; the consumer notices (no resume hint on assignment, or checkpoints
+    below what it applied while running), seeks back one long window by timestamp and replays:
+    the windows then equal those of an in-memory store fed the same events."""
+    environment = {
+        **os.environ,
+        "DRIFTLINE_REDIS_PORT": str(SPARE_REDIS_PORT),
+        "DRIFTLINE_STACK_DIR": str(tmp_path / "spare-stack"),
+    }
+
+    def spare_redis(*arguments: str) -> None:
+        subprocess.run(
+            ["bash", str(REPO / "deploy/local/stack.sh"), *arguments, "redis"],
+            env=environment,
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    spare_redis("up")
+    try:
+        config = stack_config(
+            partitions=2,
+            consumer={"batch_size": 300},
+            redis={"url": f"redis://127.0.0.1:{SPARE_REDIS_PORT}/0"},
+            windows={
+                "bucket_seconds": 10,
+                "rollup_seconds": 60,
+                "short_seconds": 60,
+                "long_seconds": 600,
+            },
+        )
+        config_path = write_config(config, tmp_path)
+        now_ms = int(time.time() * 1000)
+        first, second = [], []
+        for seed, model in enumerate(("fraud", "churn")):
+            stream = [
+                raw
+                for raw, _ in synthetic_events(
+                    TrafficSpec(model, "v1", feature_count=2),
+                    3000,
+                    start_ms=now_ms - 290_000,
+                    rate_per_s=10,
+                    seed=seed,
+                )
+            ]
+            first += stream[:2000]
+            second += stream[2000:]
+        produce(kafka_bootstrap, config.topics.events, first)
+        consumer = start_consumer(config_path)
+        wait_until_committed(kafka_bootstrap, config.kafka.group_id, config.topics.events, 2)
+        if not consumer_running:
+            wait_for_log(consumer, "assigned")
+            consumer.send_signal(signal.SIGTERM)
+            assert consumer.wait(60) == 0
+
+        spare_redis("down", "--wipe")  # Redis runs without persistence: everything is gone
+        spare_redis("up")
+        client = redis.Redis(port=SPARE_REDIS_PORT, decode_responses=True)
+        assert client.dbsize() == 0
+
+        produce(kafka_bootstrap, config.topics.events, second)
+        if not consumer_running:
+            consumer = start_consumer(config_path)
+        wait_until_committed(kafka_bootstrap, config.kafka.group_id, config.topics.events, 2)
+        store = RedisWindowStore(
+            client, layout_from_config(config), KeySchema(config.redis.key_prefix)
+        )
+        deadline = time.monotonic() + 60
+        while (
+            sum(w for m in ("fraud", "churn") for w in _window_events(store, m, config)) < 2 * 3000
+        ):
+            assert time.monotonic() < deadline, "the windows were not rebuilt"
+            time.sleep(0.5)
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(60) == 0
+        assert (
+            "rebuilding" in consumer.log_path.read_text()
+            or "replaying" in consumer.log_path.read_text()
+        )  # type: ignore[attr-defined]
+
+        expected = MemoryWindowStore(layout_from_config(config))
+        assembler = BatchAssembler(config, expected)
+        writer = WindowWriter(expected, binning_from_config(config))
+        batch = assembler.assemble([0] * 6000, list(range(6000)), first + second, now_ms)
+        writer.write_all(list(batch.models.values()), now_ms)
+        windows_ms = [config.windows.short_seconds * 1000, config.windows.long_seconds * 1000]
+        read_ms = int(time.time() * 1000)
+        for model in ("fraud", "churn"):
+            assert store.read_windows(model, windows_ms, read_ms) == expected.read_windows(
+                model, windows_ms, read_ms
+            ), model
+    finally:
+        spare_redis("down", "--wipe")
+
+
+SPARE_REDIS_PORT = 16391
+
+
+def _window_events(store: RedisWindowStore, model: str, config: Config) -> list[int]:
+    [long_window] = store.read_windows(
+        model, [config.windows.long_seconds * 1000], int(time.time() * 1000)
+    )
+    return [count for name, count in long_window.items() if name.endswith("||events")]
