@@ -9,7 +9,7 @@ STACK := deploy/local/stack.sh
 STACK_ENV = eval "$$(bash $(STACK) env)"
 PYTEST_ARGS ?=
 
-.PHONY: help install stack-up stack-down stack-status lint test test-cluster bench demo
+.PHONY: help install stack-up stack-down stack-status lint test test-cluster docs bench demo
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +39,12 @@ test-cluster: ## the integration suite against a 3-node Redis Cluster (deploy/lo
 	bash deploy/local/redis-cluster.sh up
 	$(STACK_ENV); export DRIFTLINE_REDIS_URL=redis+cluster://127.0.0.1:17001/0; \
 		$(PYTHON) -m pytest -q tests/integration $(PYTEST_ARGS)
+
+docs: ## regenerate the generated references and dashboards (config, metrics, CLI, Grafana)
+	$(PYTHON) -m driftline.config_reference --write docs/configuration.md
+	$(PYTHON) -m driftline.metrics_reference --write docs/metrics.md
+	$(PYTHON) -m driftline.cli_reference --write docs/cli.md
+	$(PYTHON) deploy/grafana/generate.py
 
 bench: ## throughput benchmark against the local stack
 	$(STACK_ENV); $(PYTHON) bench/throughput.py

@@ -272,6 +272,8 @@ def _expected_alert(
     rule: RuleConfig, alerting: AlertingConfig, labels: Mapping[str, str], value: float
 ) -> dict[str, Any]:
     expected_labels = {**labels, **rule.labels, "severity": rule.severity, "action": rule.action}
+    # Prometheus drops labels whose value is empty (segment="" is "no segment label").
+    expected_labels = {name: value for name, value in expected_labels.items() if value != ""}
     fields: dict[str, Any] = {
         name: labels.get(name, "")
         for name in ("model", "version", "deployment", "segment", "feature")

@@ -45,6 +45,7 @@ __all__ = [
     "AlertmanagerAlert",
     "AlertmanagerPayload",
     "WebhookReceiver",
+    "authenticated",
     "load_secrets",
     "serve",
     "sign",
@@ -88,6 +89,25 @@ class AlertmanagerPayload(_Lenient):
 def sign(secret: bytes, body: bytes) -> str:
     """The ``X-Driftline-Signature`` value for ``body``."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def authenticated(
+    headers: Mapping[str, str], body: bytes, token: bytes | None, hmac_secret: bytes | None
+) -> bool:
+    """The request's ``Authorization: Bearer`` token or ``X-Driftline-Signature`` matches (in
+    constant time); everything is accepted when neither secret is set (``--dev``). Shared by every
+    driftline HTTP endpoint (this receiver, the rollout gate)."""
+    if token is None and hmac_secret is None:
+        return True  # --dev without secrets
+    authorization = headers.get("Authorization", "")
+    if token is not None and authorization.startswith("Bearer "):
+        given = authorization[len("Bearer ") :].strip().encode()
+        if hmac.compare_digest(given, token):
+            return True
+    signature = headers.get(SIGNATURE_HEADER, "")
+    if hmac_secret is not None and signature:
+        return hmac.compare_digest(signature.encode(), sign(hmac_secret, body).encode())
+    return False
 
 
 def _read_secret(env: str | None, path: str | None, what: str) -> bytes | None:
@@ -152,17 +172,7 @@ class WebhookReceiver:
         self._lock = threading.Lock()
 
     def authenticated(self, headers: Mapping[str, str], body: bytes) -> bool:
-        if self.token is None and self.hmac_secret is None:
-            return True  # --dev without secrets
-        authorization = headers.get("Authorization", "")
-        if self.token is not None and authorization.startswith("Bearer "):
-            given = authorization[len("Bearer ") :].strip().encode()
-            if hmac.compare_digest(given, self.token):
-                return True
-        signature = headers.get(SIGNATURE_HEADER, "")
-        if self.hmac_secret is not None and signature:
-            return hmac.compare_digest(signature.encode(), sign(self.hmac_secret, body).encode())
-        return False
+        return authenticated(headers, body, self.token, self.hmac_secret)
 
     def reject(self, status: int) -> None:
         with self._lock:

@@ -229,16 +229,25 @@ class BatchAssembler:
     def _prediction_columns(
         self, model: str, events: list[InferenceEvent]
     ) -> PredictionColumns | None:
-        """What labels will be joined with and judged against; only for labelled models."""
+        """What labels will be joined with and judged against (labelled models), and what the
+        rollout gate joins shadow and stable answers by (models whose rollout policy checks
+        agreement: their predictions stay on record for the long window)."""
         labels = self.config.model(model).labels
-        if labels is None:
+        policy = self.config.rollout.models.get(model)
+        pairing = policy is not None and any(c.figure == "agreement" for c in policy.checks)
+        if labels is None and not pairing:
             return None
+        windows = self.config.windows
+        pairing_ms = (windows.long_seconds + windows.rollup_seconds) * 1000 if pairing else 0
         predictions = [event.prediction for event in events]
+        recorded = pairing or (labels is not None and labels.join)
         return PredictionColumns(
-            event_ids=[event.event_id for event in events] if labels.join else [],
+            event_ids=[event.event_id for event in events] if recorded else [],
             predictions=predictions,
-            predicted=predicted_classes(predictions, labels.positive_classes),
-            record_ms=labels.record_ms,
+            predicted=(
+                {} if labels is None else predicted_classes(predictions, labels.positive_classes)
+            ),
+            record_ms=max(0 if labels is None else labels.record_ms, pairing_ms),
         )
 
     def _admit_models(self, models: list[str]) -> dict[str, bool]:

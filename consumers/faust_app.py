@@ -15,7 +15,11 @@ double-counts:
 Steps 2 to 4 run on one dedicated thread, so the event loop keeps heartbeating and fetching the
 next batch meanwhile. A batch that still fails once the store retries are spent crashes the app
 (``CrashingSupervisor``), as the confluent runtime exits: going on would move the checkpoints
-past the failed events, which a restart would then take for a replay.
+past the failed events, which a restart would then take for a replay. A batch that finds the
+store lost its state (``StoreStateLost``: Redis restarted empty) is not acked either: as in the
+confluent runtime, every owned partition is sought back one long window and replayed, and the
+events fetched before that seek are dropped unacked, so that the replay refills the windows in
+offset order.
 
 On every rebalance, just before Faust seeks its partitions to their committed offsets
 (``on_rebalance_complete``), each assigned partition gets the confluent runtime's resume rule:
@@ -48,6 +52,7 @@ from faust.types import TP, AgentT, EventT, StreamT
 from mode import CrashingSupervisor
 
 from consumers.batch_applier import BatchApplier, RawBatch
+from consumers.exceptions import StoreStateLost
 from consumers.faust_settings import faust_app_settings
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner
@@ -116,6 +121,10 @@ class DriftlineAgent:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-faust")
         self._offsets_reader: Consumer | None = None
         self._owned: set[int] = set()
+        # Highest offset taken per partition, and the partitions rewound after a store loss:
+        # partition -> (offset the replay starts at, first offset fetched before the rewind).
+        self._highest_taken: dict[int, int] = {}
+        self._rewound: dict[int, tuple[int, int]] = {}
         self._app: faust.App | None = None
 
     def mount(self, app: faust.App) -> AgentT[bytes]:
@@ -155,8 +164,13 @@ class DriftlineAgent:
         async for items in taken:
             # noack_take hands over the events themselves (its annotation says values), so that
             # they can be acked after the batch is safe rather than when it is taken.
-            events = cast(Sequence[EventT[bytes]], items)
+            events = await self._not_stale(cast(Sequence[EventT[bytes]], items))
+            if not events:
+                continue
             messages = [event.message for event in events]
+            for message in messages:
+                if message.offset > self._highest_taken.get(message.partition, -1):
+                    self._highest_taken[message.partition] = message.offset
             batch = RawBatch(
                 self.topic,
                 [message.partition for message in messages],
@@ -164,14 +178,89 @@ class DriftlineAgent:
                 [message.key for message in messages],
                 [message.value for message in messages],
             )
-            applied = await loop.run_in_executor(
-                self._executor, self.applier.apply_retrying, batch, self.clock_ms
-            )
+            try:
+                applied = await loop.run_in_executor(
+                    self._executor, self.applier.apply_retrying, batch, self.clock_ms
+                )
+            except StoreStateLost as lost:
+                log.error("%s: rebuilding the windows", lost)
+                await self._rewind_after_store_loss()
+                continue  # unacked: the replay brings this batch back
             for event in events:
                 await stream.ack(event)
             self.events_applied += applied.events_applied
             self.batches += 1
             self.last_batch_monotonic_s = time.monotonic()
+
+    async def _not_stale(self, events: Sequence[EventT[bytes]]) -> Sequence[EventT[bytes]]:
+        """Drop, after a rewind, events fetched before it: the replay brings them back in order.
+
+        Applying them first would move the checkpoints past the events the replay must restore.
+        Faust also remembers the offset of every message it hands on and drops older ones as
+        duplicates, so each stale event seen means the replay was dropped behind it: the
+        partition is sought back again. Stale events are finite (what was fetched before the
+        first seek), so the replay then passes.
+        """
+        if not self._rewound:
+            return events
+        kept = []
+        seek_again: set[int] = set()
+        for event in events:
+            partition, offset = event.message.partition, event.message.offset
+            rewound = self._rewound.get(partition)
+            if rewound is not None:
+                if offset >= rewound[1]:
+                    seek_again.add(partition)
+                    continue  # left unacked, so never committed
+                del self._rewound[partition]  # the replay has begun
+                seek_again.discard(partition)
+            kept.append(event)
+        consumer = cast(FaustConsumer, cast(faust.App, self._app).consumer)
+        for partition in seek_again:
+            await consumer.seek(TP(self.topic, partition), self._rewound[partition][0])
+        return kept
+
+    async def _rewind_after_store_loss(self) -> None:
+        """Seek every owned partition back one long window and replay, as the default runtime."""
+        app = cast(faust.App, self._app)
+        consumer = cast(FaustConsumer, app.consumer)
+        owned = {tp.partition for tp in consumer.assignment() if tp.topic == self.topic}
+        loop = asyncio.get_running_loop()
+        taken = dict(self._highest_taken)
+        replay = await loop.run_in_executor(self._executor, self._replay_offsets, owned, taken)
+        for partition, (replay_from, stale_from) in replay.items():
+            await consumer.seek(TP(self.topic, partition), replay_from)
+            if replay_from < stale_from:
+                self._rewound[partition] = (replay_from, stale_from)
+            log.warning("partition %d: replaying from offset %d", partition, replay_from)
+
+    def _replay_offsets(
+        self, owned: set[int], highest_taken: dict[int, int]
+    ) -> dict[int, tuple[int, int]]:
+        """Per owned partition: where the replay starts, and the first offset already fetched
+        (one past the highest taken, else the committed offset Faust started from)."""
+        self.applier.forget(owned)
+        reader = self._reader()
+        partitions = [TopicPartition(self.topic, p) for p in sorted(owned)]
+        committed = {tp.partition: tp.offset for tp in reader.committed(partitions, timeout=30)}
+        found = self._rebuild_offsets(reader, sorted(owned))
+        replay = {}
+        for partition in owned:
+            start = max(committed[partition], 0)
+            fetched_from = highest_taken[partition] + 1 if partition in highest_taken else start
+            # Nothing that recent: replay from the last commit, so the failed batch is not lost.
+            replay[partition] = (found.get(partition, start), fetched_from)
+        return replay
+
+    def _rebuild_offsets(self, reader: Consumer, partitions: list[int]) -> dict[int, int]:
+        """First offset of each partition whose events the long window (and its oldest rollup
+        bucket) may hold; partitions with no message that recent are left out."""
+        layout = self.store.layout
+        since_ms = self.clock_ms() - layout.long_ms - layout.rollup_ms
+        found = reader.offsets_for_times(
+            [TopicPartition(self.topic, p, since_ms) for p in partitions], timeout=30
+        )
+        return {answer.partition: answer.offset for answer in found if answer.offset >= 0}
 
     def close(self) -> None:
         """Flush the dead letters and release the clients (after the app stopped consuming)."""
@@ -190,6 +279,9 @@ class DriftlineAgent:
 
     async def _on_rebalance_complete(self, app: Any, *args: Any, **kwargs: Any) -> None:
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == self.topic}
+        # Faust drained every stream before this rebalance and now seeks to committed offsets.
+        self._highest_taken.clear()
+        self._rewound.clear()
         loop = asyncio.get_running_loop()
         try:
             resume = await loop.run_in_executor(self._executor, self._resume_offsets, assigned)
@@ -227,12 +319,9 @@ class DriftlineAgent:
             elif kafka_offset is not None:
                 rebuild.append((stored.partition, kafka_offset))
         if rebuild:
-            since_ms = self.clock_ms() - self.store.layout.long_ms
-            found = reader.offsets_for_times(
-                [TopicPartition(self.topic, p, since_ms) for p, _ in rebuild], timeout=30
-            )
-            for (partition, kafka_offset), answer in zip(rebuild, found, strict=True):
-                resume[partition] = answer.offset if answer.offset >= 0 else kafka_offset
+            found = self._rebuild_offsets(reader, [partition for partition, _ in rebuild])
+            for partition, kafka_offset in rebuild:
+                resume[partition] = found.get(partition, kafka_offset)
                 log.warning(
                     "partition %d: no checkpoint in the store; rebuilding from offset %d (one "
                     "long window back)",

@@ -10,7 +10,8 @@ runs once per batch:
    carries ``model``, ``version`` and ``prediction`` needs no join: it is counted in the bucket of
    its own time (the prediction's is unknown), in the ``stable`` deployment, without segments.
    Every other label is looked up by ``event_id`` among the predictions on record
-   (``detectors.prediction_record``), all of a batch in one round trip.
+   (``detectors.prediction_record``), all of a batch in one round trip. A shadow answer to the
+   same input (same event_id, deployment ``shadow``) is on record apart: the label judges each.
 3. Decide each label's outcome. Without a model it is refused as ``unknown_event_id`` (no
    prediction on record: never seen, not a labelled model's, or expired after the horizon and
    grace) or ``unknown_model`` (the model has no ``labels`` section). With one it counts, or is
@@ -160,16 +161,27 @@ class LabelAssembler:
                 joined.append(_Joined(index, label, label_ms, carried, delay_known=False))
             else:
                 lookups.append((index, label, label_ms))
-        found = self.store.prediction_records([label.event_id for _, label, _ in lookups])
-        for (index, label, label_ms), raw in zip(lookups, found, strict=True):
-            record = None if raw is None else decode_record(raw)
-            if record is None:
+        event_ids = [label.event_id for _, label, _ in lookups]
+        found = self.store.prediction_records(event_ids)
+        # A shadow answer to the same input is on record apart; the label judges both legs.
+        shadows = self.store.shadow_prediction_records(event_ids)
+        for (index, label, label_ms), raw, shadow in zip(lookups, found, shadows, strict=True):
+            records = [
+                record
+                for record in (
+                    None if raw is None else decode_record(raw),
+                    None if shadow is None else decode_record(shadow),
+                )
+                if record is not None
+            ]
+            judged = [record for record in records if self.labels_config(record.model)]
+            if not records:
                 detail = f"no prediction on record for event_id {label.event_id!r}"
                 refused.append(RefusedLabel(index, UNKNOWN_EVENT_ID, detail, False))
-            elif self.labels_config(record.model) is None:
-                detail = f"model {record.model!r} has no labels section in the config"
+            elif not judged:
+                detail = f"model {records[0].model!r} has no labels section in the config"
                 refused.append(RefusedLabel(index, UNKNOWN_MODEL, detail, False))
-            else:
+            for record in judged:
                 joined.append(_Joined(index, label, label_ms, record, delay_known=True))
         return joined
 
@@ -192,13 +204,15 @@ class LabelAssembler:
                 item.outcome = MISSING_PREDICTION
             elif regression and not (_is_number(prediction) and _is_number(item.label.label)):
                 item.outcome = INVALID_LABEL
-        seen: set[str] = set()
+        # One count per event and leg: a label judges the stable and the shadow answer once each.
+        seen: set[tuple[str, bool]] = set()
         for item in items:
             if item.outcome:
                 continue
-            if item.label.event_id in seen:
+            key = (item.label.event_id, item.record.deployment == "shadow")
+            if key in seen:
                 item.outcome = DUPLICATE
-            seen.add(item.label.event_id)
+            seen.add(key)
         countable = [item for item in items if not item.outcome]
         model = items[0].record.model
         marked = self.store.labelled(model, [item.label.event_id for item in countable])

@@ -36,6 +36,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "join_records",
+    "shadow_records",
 ]
 
 BoolArray = npt.NDArray[np.bool_]
@@ -109,7 +110,30 @@ def predicted_classes(
 
 
 def join_records(batch: ModelBatch, now_ms: int) -> list[tuple[str, bytes, int]]:
-    """``(event_id, encoded record, expire-at ms)`` for the batch's events still within reach."""
+    """``(event_id, encoded record, expire-at ms)`` for the batch's events still within reach.
+
+    Shadow predictions are left out: they go to :func:`shadow_records`, so a shadow answer sent
+    with the same event_id as the stable one (the same input) never overwrites it.
+    """
+    return [
+        (event_id, record, expire_at)
+        for event_id, record, expire_at, _, shadow in _records(batch, now_ms)
+        if not shadow
+    ]
+
+
+def shadow_records(batch: ModelBatch, now_ms: int) -> list[tuple[str, bytes, int, int]]:
+    """``(event_id, encoded record, expire-at ms, event ms)`` of the batch's shadow predictions:
+    stored apart from the stable ones of the same event_ids, and indexed by time, so the rollout
+    gate can join the two legs (``alerting.shadow_agreement``) and labels judge both."""
+    return [
+        (event_id, record, expire_at, ts_ms)
+        for event_id, record, expire_at, ts_ms, shadow in _records(batch, now_ms)
+        if shadow
+    ]
+
+
+def _records(batch: ModelBatch, now_ms: int) -> list[tuple[str, bytes, int, int, bool]]:
     columns = batch.prediction_columns
     if columns is None or columns.record_ms <= 0 or len(batch) == 0:
         return []
@@ -129,14 +153,23 @@ def join_records(batch: ModelBatch, now_ms: int) -> list[tuple[str, bytes, int]]
     for index in np.flatnonzero(expire_at > now_ms).tolist():
         series = batch.series[int(base_series[index])]
         confidence = float(batch.confidence[index])
+        ts_ms = int(batch.timestamps_ms[index])
         record = JoinRecord(
             model=batch.model,
-            ts_ms=int(batch.timestamps_ms[index]),
+            ts_ms=ts_ms,
             prediction=columns.predictions[index],
             confidence=None if confidence != confidence else confidence,  # nan: none given
             version=series.version,
             deployment=series.deployment,
             segments=segments[index],
         )
-        records.append((columns.event_ids[index], encode_record(record), int(expire_at[index])))
+        records.append(
+            (
+                columns.event_ids[index],
+                encode_record(record),
+                int(expire_at[index]),
+                ts_ms,
+                series.deployment == "shadow",
+            )
+        )
     return records

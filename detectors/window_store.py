@@ -30,7 +30,19 @@ from dataclasses import dataclass
 
 from detectors.window_update import WindowLayout, WindowUpdate
 
-__all__ = ["Applied", "ApplyResult", "Conflict", "KeySchema", "StateLost", "WindowStore"]
+__all__ = [
+    "SHADOW_INDEX_LIMIT",
+    "Applied",
+    "ApplyResult",
+    "Conflict",
+    "KeySchema",
+    "StateLost",
+    "WindowStore",
+]
+
+SHADOW_INDEX_LIMIT = 100_000
+"""Shadow event ids a store keeps indexed per model (the newest; older ones also leave the index
+once out of the long window). About 100 bytes each in Redis: 10 MB per shadowed model."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +99,14 @@ class KeySchema:
         """A prediction on record for the label join; no hash tag: labels may carry only the id."""
         return f"{self.prefix}:prediction:{event_id}"
 
+    def shadow_prediction(self, event_id: str) -> str:
+        """A shadow prediction on record: the shadow leg of ``prediction(event_id)``."""
+        return f"{self.prefix}:shadow-prediction:{event_id}"
+
+    def shadow_events(self, model: str) -> str:
+        """Sorted set of the model's recent shadow event ids, scored by event time."""
+        return f"{self.prefix}:{{{model}}}:shadow-events"
+
     def quality_reference(self, model: str) -> str:
         """The model's quality reference (``detectors.quality_reference``), JSON."""
         return f"{self.prefix}:{{{model}}}:quality-reference"
@@ -134,6 +154,15 @@ class WindowStore(abc.ABC):
         """The join record of each event (``detectors.prediction_record``), ``None`` if absent."""
 
     @abc.abstractmethod
+    def shadow_prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
+        """The shadow leg's record of each event (``WindowUpdate.shadow_records``), if any."""
+
+    @abc.abstractmethod
+    def shadow_event_ids(self, model: str, from_ms: int, to_ms: int, limit: int) -> list[str]:
+        """Up to ``limit`` shadow event ids of ``model`` stamped in ``[from_ms, to_ms)``, newest
+        first."""
+
+    @abc.abstractmethod
     def labelled(self, model: str, event_ids: Sequence[str]) -> list[bool]:
         """Whether a label of each event was already counted (its marker is set)."""
 
@@ -166,6 +195,17 @@ class WindowStore(abc.ABC):
         self, model: str, windows_ms: Sequence[int], now_ms: int
     ) -> list[dict[str, int]]:
         """For each window length, the field-wise sum of its buckets ending at ``now_ms``."""
+
+    @abc.abstractmethod
+    def read_bucket_fields(
+        self, model: str, window_ms: int, now_ms: int, fields: Sequence[str]
+    ) -> list[tuple[int, list[int]]]:
+        """``(bucket start ms, value of each of fields)`` per bucket of the window, newest first.
+
+        The buckets of :meth:`read_windows`, one by one and only the fields asked for: where in
+        the window a series has events (the rollout gate's observation time), at the cost of a
+        few integers per bucket.
+        """
 
     @abc.abstractmethod
     def totals(self, model: str) -> dict[str, int]:

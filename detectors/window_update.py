@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.latency_sketch import LogBucketMapping
-from detectors.prediction_record import PredictionColumns, join_records
+from detectors.prediction_record import PredictionColumns, join_records, shadow_records
 from detectors.series import Metric, Series, class_metric
 
 __all__ = [
@@ -202,6 +202,9 @@ class WindowUpdate:
     checkpoint_space: str = ""
     markers: list[tuple[str, int]] = field(default_factory=list)
     join_records: list[tuple[str, bytes, int]] = field(default_factory=list)
+    shadow_records: list[tuple[str, bytes, int, int]] = field(default_factory=list)
+    """``(event_id, record, expire-at ms, event ms)`` of shadow predictions: written beside the
+    join records, under their own keys, and indexed by time for the rollout gate."""
 
     @property
     def is_empty(self) -> bool:
@@ -314,6 +317,7 @@ def build_window_update(
         totals=dict(totals),
         newest_event_ms=newest,
         join_records=join_records(batch, now_ms),
+        shadow_records=shadow_records(batch, now_ms),
     )
 
 

@@ -127,6 +127,8 @@ class Backtest:
         on_alert: Callable[[str], object] | None = None,
         label_lines: Sequence[bytes] = (),
         on_quality: Callable[[QualityTransition], object] | None = None,
+        on_verdict: Callable[[str], object] | None = None,
+        verdict_every_seconds: float | None = None,
     ) -> None:
         seconds = config.evaluator.tick_seconds if tick_seconds is None else tick_seconds
         self.tick_ms = round(seconds * 1000)
@@ -171,6 +173,22 @@ class Backtest:
             self.evaluator.contributors.append(self.labels.figures)
             self.evaluator.hooks[:0] = [self.labels.figures, self.labels.watcher]
         self._drifted: dict[tuple[str, str, str, str, str], DriftTransition] = {}
+        if on_verdict is not None and verdict_every_seconds:
+            # What the rollout gate would have answered every so often (driftline.verdict_replay).
+            from driftline.verdict_replay import VerdictReplay
+
+            alerts = next((h for h in self.evaluator.hooks if isinstance(h, AlertReplay)), None)
+            self.evaluator.hooks.append(
+                VerdictReplay(
+                    config,
+                    self.store,
+                    every_ms=round(verdict_every_seconds * 1000),
+                    emit=on_verdict,
+                    clock_ms=lambda: self.now_ms,
+                    drift_references=cache.reference,
+                    alert_states=(lambda: ()) if alerts is None else alerts.engine.export_state,
+                )
+            )
 
     def _transition(self, transition: DriftTransition) -> None:
         self.summary.transitions[transition.state] += 1

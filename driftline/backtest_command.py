@@ -56,6 +56,15 @@ def read_lines(path: Path) -> list[bytes]:
     help="Evaluate every this many seconds of event time (default: evaluator.tick_seconds).",
 )
 @click.option(
+    "--verdict-every",
+    "verdict_every_seconds",
+    type=click.FloatRange(min=0.001),
+    default=None,
+    metavar="SECONDS",
+    help="Ask the rollout gate this often (event time) about every canary and shadow version; "
+    'print each answer as a {"kind": "verdict"} line (docs/rollout-gate.md).',
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help=f"Progress bar on stderr (default: for files of {PROGRESS_MIN_LINES:,}+ lines).",
@@ -66,6 +75,7 @@ def backtest(
     reference_paths: tuple[Path, ...],
     labels_path: Path | None,
     tick_seconds: float | None,
+    verdict_every_seconds: float | None,
     progress: bool | None,
     events_path: Path,
 ) -> None:
@@ -103,15 +113,20 @@ def backtest(
     def emit(transition: DriftTransition) -> None:
         out.write(transition.to_json() + "\n")
 
-    replay = Backtest(
-        config,
-        references,
-        on_transition=emit,
-        tick_seconds=tick_seconds,
-        on_alert=lambda line: out.write(line + "\n"),
-        label_lines=[] if labels_path is None else read_lines(labels_path),
-        on_quality=lambda transition: out.write(transition.to_json() + "\n"),
-    )
+    try:
+        replay = Backtest(
+            config,
+            references,
+            on_transition=emit,
+            tick_seconds=tick_seconds,
+            on_alert=lambda line: out.write(line + "\n"),
+            label_lines=[] if labels_path is None else read_lines(labels_path),
+            on_quality=lambda transition: out.write(transition.to_json() + "\n"),
+            on_verdict=lambda line: out.write(line + "\n"),
+            verdict_every_seconds=verdict_every_seconds,
+        )
+    except ConfigError as error:  # a rollout policy naming an unknown rule or class
+        raise click.ClickException(str(error)) from None
     if show_progress:
         from rich.console import Console
         from rich.progress import Progress

@@ -248,11 +248,31 @@ def evaluate(config_path: Path | None, port: int | None, once: bool) -> None:
     show_default=True,
     help="Events per second per model version.",
 )
-def demo(config_path: Path | None, seconds: float, rate: float) -> None:
+@click.option(
+    "--traffic-only",
+    is_flag=True,
+    help="Only publish the scenario's traffic to the processes of --config (docker compose).",
+)
+@click.option("--metrics-url", default=None, help="Their evaluator's /metrics (--traffic-only).")
+def demo(
+    config_path: Path | None,
+    seconds: float,
+    rate: float,
+    traffic_only: bool,
+    metrics_url: str | None,
+) -> None:
     """A canary drifts, slows down and loses precision; watch it be rolled back (docs/demo.md)."""
     from driftline.demo import run_demo
 
-    if not run_demo(_config(config_path), seconds=seconds, rate_per_s=rate):
+    rolled_back = run_demo(
+        _config(config_path),
+        seconds=seconds,
+        rate_per_s=rate,
+        traffic_only=traffic_only,
+        config_path=config_path,
+        metrics_url=metrics_url,
+    )
+    if not rolled_back:
         raise click.ClickException(f"no rollback within {seconds:g}s")
 
 
@@ -272,6 +292,15 @@ from driftline.quality_commands import calibrate, consume_labels  # noqa: E402
 
 main.add_command(consume_labels)
 main.add_command(calibrate)
+
+from driftline.rollout_commands import gate, verdict  # noqa: E402
+
+main.add_command(verdict)
+main.add_command(gate)
+
+from driftline.status_command import status  # noqa: E402
+
+main.add_command(status)
 
 if __name__ == "__main__":
     main()

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from driftline.alerting_config import AlertingConfig, RuleList
 from driftline.drift_config import DriftConfig
 from driftline.quality_config import ModelLabelsConfig, QualityConfig
+from driftline.rollout_config import RolloutConfig
 
 __all__ = [
     "Config",
@@ -168,6 +169,7 @@ class Config(_Strict):
     alerting: AlertingConfig = AlertingConfig()
     drift: DriftConfig = Field(default_factory=DriftConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
 
     def model(self, name: str) -> ModelConfig:
         """The model's configuration; an unconfigured model gets the defaults."""

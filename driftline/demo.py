@@ -53,7 +53,16 @@ from driftline.config import Config, parse_config
 from driftline.live_traffic import LiveStream, LiveTraffic
 from driftline.synthetic import TrafficSpec, synthetic_events
 
-__all__ = ["DEMO_STREAMS", "demo_settings", "run_demo", "save_references"]
+__all__ = [
+    "DEMO_STREAMS",
+    "DemoProcess",
+    "demo_settings",
+    "ensure_topics",
+    "run_demo",
+    "run_processes",
+    "save_references",
+    "scrape",
+]
 
 FEATURES = 5
 SEGMENTS = (("region", ("eu", "us")),)
@@ -254,13 +263,15 @@ def port_free(host: str, port: int) -> bool:
 
 
 @dataclass
-class _Process:
+class DemoProcess:
+    """A ``driftline`` process the demo started; its output goes to ``log_path``."""
+
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
 
 
-def _start(name: str, arguments: list[str], run_dir: Path, env: Mapping[str, str]) -> _Process:
+def _start(name: str, arguments: list[str], run_dir: Path, env: Mapping[str, str]) -> DemoProcess:
     log_path = run_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
@@ -270,11 +281,13 @@ def _start(name: str, arguments: list[str], run_dir: Path, env: Mapping[str, str
             stdin=subprocess.DEVNULL,
             env=dict(env),
         )
-    return _Process(name, process, log_path)
+    return DemoProcess(name, process, log_path)
 
 
 @contextlib.contextmanager
-def _processes(config: Config, config_path: Path, run_dir: Path) -> Iterator[list[_Process]]:
+def run_processes(config: Config, config_path: Path, run_dir: Path) -> Iterator[list[DemoProcess]]:
+    """Run ``consume``, ``consume-labels``, ``evaluate`` and (its port free) ``webhook`` on
+    ``config_path`` for the duration of the block; on exit, SIGTERM each and wait for it."""
     env = {**os.environ, "DRIFTLINE_WEBHOOK_TOKEN": os.environ.get(
         "DRIFTLINE_WEBHOOK_TOKEN", "dev-token")}
     with_config = ["--config", str(config_path)]
@@ -402,31 +415,46 @@ def run_demo(
     rate_per_s: float,
     run_dir: Path | None = None,
     console: Console | None = None,
+    traffic_only: bool = False,
+    config_path: Path | None = None,
+    metrics_url: str | None = None,
 ) -> bool:
-    """Run the scenario within ``seconds``; True when the canary was rolled back."""
+    """Run the scenario within ``seconds``; True when the canary was rolled back.
+
+    ``traffic_only``: the processes already run (docker compose, Kubernetes) on ``base``, which
+    is then used as it is (``config_path`` is its file, for ``driftline calibrate``), and
+    ``metrics_url`` is where their evaluator serves ``/metrics``.
+    """
     from alerting.rollback_ledger import AlertingKeys, RedisRollbackLedger
+    from driftline.alerting_config import RedisKeyActionConfig
     from driftline.cli import open_store
 
     if console is None:
         console = Console()
         if not console.is_terminal:  # a log, not a screen: no wrapping at 80 columns
-            console = Console(width=150)
+            console = Console(width=150, soft_wrap=True)
     live = console.is_terminal
     run_id = uuid.uuid4().hex[:6]
     run_dir = run_dir or Path.home() / ".cache" / "driftline" / "demo" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    settings = demo_settings(base, run_id)
-    config = parse_config(settings, source="demo config")
-    config_path = run_dir / "driftline.yaml"
-    config_path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+    if traffic_only:
+        if config_path is None:
+            raise click.ClickException("--traffic-only needs the deployment's --config")
+        config = base
+    else:
+        settings = demo_settings(base, run_id)
+        config = parse_config(settings, source="demo config")
+        config_path = run_dir / "driftline.yaml"
+        config_path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
     store = open_store(config)
     ensure_topics(config)
     references = save_references(config, store)
     ledger = RedisRollbackLedger(store.client, AlertingKeys(config.redis.key_prefix))
-    action_key = f"{config.redis.key_prefix}:active-version:{{model}}"
+    action_key = next((action.key for action in config.alerting.rollback.actions
+                       if isinstance(action, RedisKeyActionConfig)), None)
 
     def active_version(model: str) -> str | None:
-        value = store.client.get(action_key.format(model=model))
+        value = None if action_key is None else store.client.get(action_key.format(model=model))
         return None if value is None else str(value)
 
     streams = {
@@ -435,7 +463,7 @@ def run_demo(
     }
     traffic = LiveTraffic(config, list(streams.values()), run_id=run_id,
                           active_version=active_version)
-    metrics_url = (
+    metrics_url = metrics_url or (
         f"http://{config.evaluator.metrics_host}:{config.evaluator.metrics_port}/metrics"
     )
     console.print(
@@ -444,7 +472,8 @@ def run_demo(
         f"each; drift references saved ({len(references)})",
         highlight=False,
     )
-    if not port_free(config.evaluator.metrics_host, config.evaluator.metrics_port):
+    if not traffic_only and not port_free(config.evaluator.metrics_host,
+                                          config.evaluator.metrics_port):
         raise click.ClickException(
             f"port {config.evaluator.metrics_port} is in use: stop what serves it (another "
             "`driftline evaluate`?) or set evaluator.metrics_port in --config"
@@ -455,8 +484,12 @@ def run_demo(
     calibrating: list[subprocess.Popen[bytes]] = []
     calibrated = injected = False
     rolled_back_at: float | None = None
-    with _processes(config, config_path, run_dir) as processes:
-        names = ", ".join(p.name for p in processes)
+    running: contextlib.AbstractContextManager[list[DemoProcess]] = (
+        contextlib.nullcontext([]) if traffic_only else
+        run_processes(config, config_path, run_dir)
+    )
+    with running as processes:
+        names = ", ".join(p.name for p in processes) or "nothing (the deployment's processes)"
         traffic.start()
         watch.started = time.monotonic()
         watch.note(f"started {names}; publishing healthy traffic", console, live)
@@ -466,10 +499,10 @@ def run_demo(
                 display.start()
             last_print = 0.0
             while watch.elapsed() < seconds:
-                for running in processes:
-                    if running.process.poll() is not None:
+                for started in processes:
+                    if started.process.poll() is not None:
                         raise click.ClickException(
-                            f"`driftline {running.name}` exited: see {running.log_path}"
+                            f"`driftline {started.name}` exited: see {started.log_path}"
                         )
                 watch.update(scrape(metrics_url), console, live)
                 elapsed = watch.elapsed()
@@ -522,6 +555,13 @@ def run_demo(
     return _summary(console, config, run_dir, config_path, watch, traffic, ledger, metrics_url)
 
 
+def _short(number: str | None) -> str:
+    try:
+        return f"{float(number or 'nan'):.3g}"
+    except ValueError:
+        return str(number)
+
+
 def _calibrate(config_path: Path, run_dir: Path) -> list[subprocess.Popen[bytes]]:
     """``driftline calibrate`` of each model, in the background (the view keeps moving)."""
     started = []
@@ -557,7 +597,11 @@ def _summary(
     for line in watch.timeline:
         console.print("  " + line, highlight=False)
     audit_key = f"{config.redis.key_prefix}:{{alerting}}:audit"
-    active_key = f"{config.redis.key_prefix}:active-version:{BAD_MODEL}"
+    from driftline.alerting_config import RedisKeyActionConfig
+
+    action_keys = [action.key.format(model=BAD_MODEL) for action in
+                   config.alerting.rollback.actions if isinstance(action, RedisKeyActionConfig)]
+    active_key = action_keys[0] if action_keys else "(no redis_key action configured)"
     for entry in executed:
         actions = json.loads(entry.get("actions", "[]"))
         done = ", ".join(
@@ -567,8 +611,8 @@ def _summary(
         )
         console.print(
             f"[bold]ROLLBACK executed[/]: {entry['model']} {entry['from_version']} -> "
-            f"{entry['to_version']} by rule {entry['rule']} (value {entry.get('value', '?')}, "
-            f"threshold {entry.get('threshold', '?')}); actions: {done}",
+            f"{entry['to_version']} by rule {entry['rule']} (value {_short(entry.get('value'))}, "
+            f"threshold {_short(entry.get('threshold'))}); actions: {done}",
             highlight=False,
         )
     if not executed:

@@ -12,8 +12,8 @@ Defaults, and why (measured by ``bench/detection.py`` and ``tests/unit/test_back
   thousands of events; the floor alone flags the noise of small windows;
 * at least 500 samples per window, below which a feature is "no data", never "drifted";
 * either window may raise drift (``require_both_windows: false``): waiting for a one-hour long
-  window to agree delays a half-standard-deviation shift by about 40 minutes, while at 1,000
-  events/s the short window alone already raises no false alarm in a simulated day. A feature
+  window to agree delays a half-standard-deviation shift from 190 s to 38 minutes, while at
+  1,000 events/s the short window alone raises no false alarm in a simulated day. A feature
   stays drifted until both windows have cleared, so the long window still damps flapping.
 """
 

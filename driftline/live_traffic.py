@@ -106,13 +106,16 @@ class LiveTraffic:
 
     def _run(self) -> None:
         last_check = 0.0
+        last_tick = time.monotonic()
         while not self._stop.wait(self.tick_s):
             now = time.monotonic()
             if self.active_version is not None and now - last_check >= 1.0:
                 last_check = now
                 self._follow_rollbacks()
+            # Owe what the time actually elapsed asks for: a slow tick must not slow the rate.
+            elapsed_s, last_tick = now - last_tick, now
             try:
-                self._tick(time.time_ns() // 1_000_000)
+                self._tick(time.time_ns() // 1_000_000, elapsed_s)
             except Exception:  # a demo must keep going through a broker hiccup
                 log.exception("live traffic tick failed")
 
@@ -138,12 +141,12 @@ class LiveTraffic:
                     stream.active = False
             self.rolled_back[model] = version
 
-    def _tick(self, now_ms: int) -> None:
+    def _tick(self, now_ms: int, elapsed_s: float) -> None:
         self._ticks += 1
         for index, stream in enumerate(self.streams):
             if not stream.active:
                 continue
-            self._owed[index] += stream.rate_per_s * self.tick_s
+            self._owed[index] += stream.rate_per_s * elapsed_s
             count = int(self._owed[index])
             self._owed[index] -= count
             if count == 0:

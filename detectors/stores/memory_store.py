@@ -11,7 +11,14 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from detectors.window_store import Applied, ApplyResult, Conflict, StateLost, WindowStore
+from detectors.window_store import (
+    SHADOW_INDEX_LIMIT,
+    Applied,
+    ApplyResult,
+    Conflict,
+    StateLost,
+    WindowStore,
+)
 from detectors.window_update import WindowLayout, WindowUpdate
 
 __all__ = ["MemoryWindowStore"]
@@ -36,6 +43,8 @@ class MemoryWindowStore(WindowStore):
         # Label join state: records by event id, markers by (model, event id); value = expire-at.
         self._records: dict[str, tuple[bytes, int]] = {}
         self._markers: dict[tuple[str, str], int] = {}
+        self._shadow_records: dict[str, tuple[bytes, int]] = {}
+        self._shadow_index: dict[str, dict[str, int]] = defaultdict(dict)
         self._quality_references: dict[str, str] = {}
         self._purge_at_size = 100_000
 
@@ -43,6 +52,17 @@ class MemoryWindowStore(WindowStore):
         now_ms = self.clock()
         for event_id, record, expire_at_ms in update.join_records:
             self._records[event_id] = (record, expire_at_ms)
+        if update.shadow_records:
+            index = self._shadow_index[update.model]
+            for event_id, record, expire_at_ms, ts_ms in update.shadow_records:
+                self._shadow_records[event_id] = (record, expire_at_ms)
+                index[event_id] = ts_ms
+            oldest_kept_ms = max(index.values()) - self.layout.long_ms - self.layout.rollup_ms
+            kept = {event_id: ts for event_id, ts in index.items() if ts >= oldest_kept_ms}
+            if len(kept) > SHADOW_INDEX_LIMIT:
+                newest = sorted(kept.items(), key=lambda item: item[1], reverse=True)
+                kept = dict(newest[:SHADOW_INDEX_LIMIT])
+            self._shadow_index[update.model] = kept
         checkpoints = self._checkpoints[_space_key(update.model, update.checkpoint_space)]
         current = {span.partition: checkpoints.get(span.partition, -1) for span in update.ranges}
         if any(current[span.partition] < span.known_applied_offset for span in update.ranges):
@@ -85,6 +105,9 @@ class MemoryWindowStore(WindowStore):
         if len(self._records) + len(self._markers) > self._purge_at_size:
             # Amortised: a full scan only each time the join state doubled since the last one.
             self._records = {k: v for k, v in self._records.items() if v[1] > now_ms}
+            self._shadow_records = {
+                k: v for k, v in self._shadow_records.items() if v[1] > now_ms
+            }
             self._markers = {k: at for k, at in self._markers.items() if at > now_ms}
             self._purge_at_size = max(100_000, 2 * (len(self._records) + len(self._markers)))
 
@@ -99,6 +122,22 @@ class MemoryWindowStore(WindowStore):
             record = self._records.get(event_id)
             found.append(record[0] if record is not None and record[1] > now_ms else None)
         return found
+
+    def shadow_prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
+        now_ms = self.clock()
+        found: list[str | bytes | None] = []
+        for event_id in event_ids:
+            record = self._shadow_records.get(event_id)
+            found.append(record[0] if record is not None and record[1] > now_ms else None)
+        return found
+
+    def shadow_event_ids(self, model: str, from_ms: int, to_ms: int, limit: int) -> list[str]:
+        index = self._shadow_index.get(model, {})
+        chosen = sorted(
+            ((ts, event_id) for event_id, ts in index.items() if from_ms <= ts < to_ms),
+            reverse=True,
+        )
+        return [event_id for _, event_id in chosen[:limit]]
 
     def labelled(self, model: str, event_ids: Sequence[str]) -> list[bool]:
         now_ms = self.clock()
@@ -141,6 +180,17 @@ class MemoryWindowStore(WindowStore):
                     summed[name] = summed.get(name, 0) + value
             windows.append(summed)
         return windows
+
+    def read_bucket_fields(
+        self, model: str, window_ms: int, now_ms: int, fields: Sequence[str]
+    ) -> list[tuple[int, list[int]]]:
+        self._expire(self.clock())
+        width = self.layout.width_for(window_ms)
+        found = []
+        for start in self.layout.bucket_starts(window_ms, now_ms):
+            bucket = self._buckets.get((model, width, start), {})
+            found.append((start, [bucket.get(name, 0) for name in fields]))
+        return found
 
     def totals(self, model: str) -> dict[str, int]:
         return dict(self._totals.get(model, {}))

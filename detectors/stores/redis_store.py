@@ -15,6 +15,7 @@ import redis
 from redis.cluster import RedisCluster
 
 from detectors.window_store import (
+    SHADOW_INDEX_LIMIT,
     Applied,
     ApplyResult,
     Conflict,
@@ -115,6 +116,16 @@ class RedisWindowStore(WindowStore):
     def _queue_join_records(self, pipeline: Any, update: WindowUpdate) -> None:
         for event_id, record, expire_at_ms in update.join_records:
             pipeline.set(self.keys.prediction(event_id), record, pxat=expire_at_ms)
+        if update.shadow_records:
+            index = self.keys.shadow_events(update.model)
+            for event_id, record, expire_at_ms, _ in update.shadow_records:
+                pipeline.set(self.keys.shadow_prediction(event_id), record, pxat=expire_at_ms)
+            pipeline.zadd(index, {event_id: ts for event_id, _, _, ts in update.shadow_records})
+            newest_ms = max(ts for _, _, _, ts in update.shadow_records)
+            oldest_kept_ms = newest_ms - self.layout.long_ms - self.layout.rollup_ms
+            pipeline.zremrangebyscore(index, "-inf", f"({oldest_kept_ms}")
+            pipeline.zremrangebyrank(index, 0, -SHADOW_INDEX_LIMIT - 1)
+            pipeline.pexpireat(index, newest_ms + self.layout.long_ms + self.layout.rollup_ms)
 
     def _apply_on_cluster(self, updates: Sequence[WindowUpdate]) -> list[Any]:
         """Redis Cluster: redis-py refuses scripts in a cluster pipeline, so the join records go
@@ -182,6 +193,20 @@ class RedisWindowStore(WindowStore):
         )
         return found
 
+    def shadow_prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
+        if not event_ids:
+            return []
+        found: list[str | bytes | None] = self.client.mget(
+            [self.keys.shadow_prediction(event_id) for event_id in event_ids]
+        )
+        return found
+
+    def shadow_event_ids(self, model: str, from_ms: int, to_ms: int, limit: int) -> list[str]:
+        found = self.client.zrevrangebyscore(
+            self.keys.shadow_events(model), f"({to_ms}", from_ms, start=0, num=limit
+        )
+        return [str(event_id) for event_id in found]
+
     def labelled(self, model: str, event_ids: Sequence[str]) -> list[bool]:
         if not event_ids:
             return []
@@ -233,6 +258,22 @@ class RedisWindowStore(WindowStore):
             windows.append(summed)
             position += count
         return windows
+
+    def read_bucket_fields(
+        self, model: str, window_ms: int, now_ms: int, fields: Sequence[str]
+    ) -> list[tuple[int, list[int]]]:
+        width = self.layout.width_for(window_ms)
+        starts = self.layout.bucket_starts(window_ms, now_ms)
+        if not fields:
+            return [(start, []) for start in starts]
+        pipeline = self.client.pipeline(transaction=False)
+        for start in starts:
+            pipeline.hmget(self.keys.bucket(model, width, start), list(fields))
+        replies: list[list[str | None]] = pipeline.execute()
+        return [
+            (start, [0 if value is None else int(value) for value in reply])
+            for start, reply in zip(starts, replies, strict=True)
+        ]
 
     def totals(self, model: str) -> dict[str, int]:
         return {str(k): int(v) for k, v in self.client.hgetall(self.keys.totals(model)).items()}

@@ -148,6 +148,7 @@ def test_rebalances_while_producing_lose_nothing(
 @pytest.mark.parametrize("consumer_running", [False, True], ids=["restarted", "running"])
 def test_redis_restarted_empty_windows_are_rebuilt(
     consumer_running: bool,
+    runtime: str,
     stack_config: Callable[..., Config],
     kafka_bootstrap: str,
     tmp_path: Path,
@@ -200,7 +201,7 @@ def test_redis_restarted_empty_windows_are_rebuilt(
             first += stream[:2000]
             second += stream[2000:]
         produce(kafka_bootstrap, config.topics.events, first)
-        consumer = start_consumer(config_path)
+        consumer = start_consumer(config_path, runtime=runtime)
         wait_until_committed(kafka_bootstrap, config.kafka.group_id, config.topics.events, 2)
         if not consumer_running:
             wait_for_log(consumer, "assigned")
@@ -214,7 +215,7 @@ def test_redis_restarted_empty_windows_are_rebuilt(
 
         produce(kafka_bootstrap, config.topics.events, second)
         if not consumer_running:
-            consumer = start_consumer(config_path)
+            consumer = start_consumer(config_path, runtime=runtime)
         wait_until_committed(kafka_bootstrap, config.kafka.group_id, config.topics.events, 2)
         store = RedisWindowStore(
             client, layout_from_config(config), KeySchema(config.redis.key_prefix)
