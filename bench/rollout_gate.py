@@ -102,6 +102,7 @@ def main() -> None:
             event_id=msgspec.json.decode(twin)["event_id"], ts=msgspec.json.decode(twin)["ts"]
         )
         shadow.append(msgspec.json.encode(event))
+    shadow_ids = [str(msgspec.json.decode(raw)["event_id"]) for raw in shadow[:1]]
     cache = ReferenceCache(RedisReferenceStore(client, KeySchema(prefix)))
     assembler = BatchAssembler(config, store, cache.binner_for)
     writer = WindowWriter(store, binning_from_config(config), cache.binner_for)
@@ -143,6 +144,12 @@ def main() -> None:
         "verdict_shadow_in_process": _timed(lambda: gate.verdict("fraud", "v3")),
         "verdict_over_http": _timed(over_http),
         "shadow_index_entries": int(client.zcard(index_key)),
+        "redis_bytes_per_shadow_record": int(
+            client.memory_usage(KeySchema(prefix).shadow_prediction(shadow_ids[0])) or 0
+        ),
+        "redis_bytes_per_shadow_index_entry": round(
+            int(client.memory_usage(index_key) or 0) / max(1, int(client.zcard(index_key))), 1
+        ),
         "redis_bytes_per_shadow_event_with_windows": round(memory["shadow"] / SHADOW, 1),
         "redis_bytes_per_stable_event_with_windows": round(memory["stable"] / STABLE, 1),
     }

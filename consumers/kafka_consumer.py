@@ -81,9 +81,12 @@ class EventConsumer:
         self.assembler = self.applier.assembler
         self.writer = self.applier.writer
         self.dead_letter = self.applier.dead_letter
-        self._consumer = Consumer(consumer_settings(config))
+        self._consumer = Consumer({**consumer_settings(config), "on_commit": self._on_commit})
         self._stopping = threading.Event()
         self._applied_next_offsets: dict[int, int] = {}
+        # What the broker acknowledged: an async commit lost in a rebalance is sent again.
+        self._confirmed_next_offsets: dict[int, int] = {}
+        self._last_recommit = 0.0
         self.events_applied = 0
         self.batches = 0
 
@@ -107,6 +110,7 @@ class EventConsumer:
                     settings.batch_size, timeout=settings.poll_timeout_seconds
                 )
                 if not messages:
+                    self._recommit_unconfirmed()
                     if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                         break
                     continue
@@ -187,6 +191,28 @@ class EventConsumer:
             # A failed commit only means a replay later, which the checkpoints make harmless.
             log.warning("offset commit failed: %s", error)
 
+    def _on_commit(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if error is not None:
+            log.info("offset commit not acknowledged (%s); it is sent again when idle", error)
+            return
+        for tp in partitions:
+            if tp.error is None and tp.topic == self.topic:
+                self._confirmed_next_offsets[tp.partition] = tp.offset
+
+    def _recommit_unconfirmed(self) -> None:
+        """While idle, commit again applied offsets the broker never acknowledged (at most once
+        a second): otherwise a commit lost in a rebalance would wait for the next message."""
+        if time.monotonic() - self._last_recommit < 1.0:
+            return
+        unconfirmed = {
+            partition: offset
+            for partition, offset in self._applied_next_offsets.items()
+            if self._confirmed_next_offsets.get(partition) != offset
+        }
+        if unconfirmed:
+            self._last_recommit = time.monotonic()
+            self._commit(unconfirmed, asynchronous=True)
+
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.writer.forget(tp.partition for tp in partitions)
         hints = self.store.consumer_positions(self.config.kafka.group_id, self.topic)
@@ -225,6 +251,7 @@ class EventConsumer:
         self.writer.forget(tp.partition for tp in partitions)
         for tp in partitions:
             self._applied_next_offsets.pop(tp.partition, None)
+            self._confirmed_next_offsets.pop(tp.partition, None)
         log.info("revoked %s", [tp.partition for tp in partitions])
 
     def _close(self) -> None:

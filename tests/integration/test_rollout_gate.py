@@ -10,9 +10,12 @@ features shifted by 1.5 standard deviations.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -30,6 +33,7 @@ import yaml
 from click.testing import CliRunner
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from alerting.rollback_ledger import AlertingKeys
 from alerting.rollout_gate import RolloutGate, VerdictRequestError
 from alerting.rollout_gate_server import serve_gate
 from alerting.rollout_verdict import Verdict
@@ -344,9 +348,7 @@ def test_a_shadow_is_judged_on_the_same_inputs_and_on_its_own_labels(world: Worl
         shadow.predicted_positive,
         stable.predicted_positive,
     )
-    assert precision["candidate"] == pytest.approx(
-        shadow.true_positive / shadow.predicted_positive
-    )
+    assert precision["candidate"] == pytest.approx(shadow.true_positive / shadow.predicted_positive)
     assert precision["baseline"] == pytest.approx(stable.true_positive / stable.predicted_positive)
     evidence = verdict.to_dict()["evidence"]
     assert evidence["candidate"]["deployments"] == ["shadow"]
@@ -443,13 +445,15 @@ def expr_lang(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Any], 
     if go is None:
         return None
     binary = tmp_path_factory.mktemp("exprcheck") / "exprcheck"
-    subprocess.run(
-        [go, "build", "-o", str(binary), "."],
+    # The first build fetches the pinned module (go.sum) from the Go module proxy.
+    built = subprocess.run(
+        [go, "build", "-buildvcs=false", "-o", str(binary), "."],
         cwd=Path(__file__).parent / "expr_lang",
-        check=True,
         timeout=300,
         capture_output=True,
     )
+    if built.returncode != 0:
+        pytest.fail(f"building the expr-lang checker failed: {built.stderr.decode()[-2000:]}")
 
     def evaluate_with_go(condition: str, result: Any) -> bool:
         done = subprocess.run(
@@ -613,3 +617,89 @@ def test_verdict_endpoint_refuses_bad_requests(world: World, gate_url: str) -> N
     for query, (status, message) in cases.items():
         assert _http("GET", f"{url}?{query}", headers=bearer) == (status, {"error": message})
     assert _http("GET", f"{gate_url}/v2/verdict", headers=bearer)[0] == 404
+
+
+def test_driftline_gate_serves_verdicts_and_will_not_start_without_a_secret(
+    world: World, tmp_path: Path
+) -> None:
+    command = [sys.executable, "-m", "driftline.cli", "gate", "--config", str(world.config_path)]
+    env = {k: v for k, v in os.environ.items() if k != "DRIFTLINE_TEST_GATE_TOKEN"}
+    refused = subprocess.run(
+        [*command, "--port", "0"], env=env, capture_output=True, timeout=120, cwd=REPO
+    )
+    assert refused.returncode == 1
+    assert b"the gate needs a secret" in refused.stderr
+    log_path = tmp_path / "gate.log"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            [*command, "--port", "0"],
+            env={**env, "DRIFTLINE_TEST_GATE_TOKEN": world.token},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not (
+            found := re.search(rb"rollout gate on (http://[\d.]+:\d+)", log_path.read_bytes())
+        ):
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+        url = f"{found.group(1).decode()}/v1/verdict?model=slow&candidate=v2"
+        status, answer = _http("GET", url, headers={"Authorization": f"Bearer {world.token}"})
+        assert (status, answer["verdict"]) == (200, "rollback")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(60) == 0
+
+
+def test_gating_rules_follow_the_rule_engine_states_saved_in_redis(
+    world: World, redis_client: redis.Redis
+) -> None:
+    data = world.config.model_dump(mode="json")
+    data["rules"] = [
+        {
+            "name": "canary-p99",
+            "metric": "driftline_latency_seconds",
+            "match": {"quantile": "0.99", "deployment": "canary"},
+            "comparison": ">",
+            "threshold": 10.0,  # 10 s: never breached by the gate's own reading
+            "min_samples": 0,
+        }
+    ]
+    data["rollout"]["models"]["good"]["rules"] = ["canary-p99"]
+    config = parse_config(data)
+    gate = build_gate(config, world.store)
+    key = AlertingKeys(config.redis.key_prefix).engine_state()
+    now_ms = int(time.time() * 1000)
+
+    def engine_says(state: str, version: str = "v2", seen_ms_ago: int = 1000) -> str:
+        labels = {"model": "good", "version": version, "deployment": "canary", "segment": ""}
+        record = {
+            "rule": "canary-p99",
+            "labels": labels,
+            "state": state,
+            "active_since_ms": now_ms - 60_000,
+            "fired_at_ms": now_ms - 30_000,
+            "keep_firing_since_ms": None,
+            "last_seen_ms": now_ms - seen_ms_ago,
+        }
+        redis_client.set(key, json.dumps([record]))  # as EngineStateStore.save writes it
+        return gate.verdict("good", "v2").verdict
+
+    assert engine_says("firing") == "rollback"
+    assert engine_says("pending") == "hold"
+    assert engine_says("firing", seen_ms_ago=600_000) == "promote"  # an evaluator long gone
+    assert engine_says("firing", version="v1") == "promote"  # another version's alert
+    verdict = gate.verdict("good", "v2")
+    assert [r.to_dict()["status"] for r in verdict.reasons if r.check == "rule.canary-p99"] == [
+        "pass"
+    ]
+    # The same rule breached in the gate's own figures, not confirmed by the engine: hold.
+    data["rules"][0]["threshold"] = 0.001
+    redis_client.delete(key)
+    breached = build_gate(parse_config(data), world.store).verdict("good", "v2")
+    assert breached.verdict == "hold"
+    [reason] = [r for r in breached.reasons if r.check == "rule.canary-p99"]
+    assert "not confirmed by the rule engine" in reason.message

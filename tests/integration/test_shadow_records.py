@@ -116,8 +116,6 @@ def test_both_legs_stay_on_record_and_the_index_is_the_same_in_both_stores(
         assert store.shadow_event_ids("fraud", 0, later_ms, 1) == ["d"]
         assert store.shadow_event_ids("fraud", now_ms - 4999, later_ms, 10) == ["d"]
         assert store.shadow_event_ids("fraud", 0, later_ms - 3000, 10) == ["b"]  # to is exclusive
-    for key in redis_client.scan_iter(f"{prefix}:*"):
-        redis_client.delete(key)
 
 
 def _leg(raw: str | bytes) -> tuple[str, str, object]:
