@@ -42,6 +42,7 @@ from driftline.config import Config, ConfigError
 
 __all__ = [
     "PATH",
+    "SIGNATURE_HEADER",
     "AlertmanagerAlert",
     "AlertmanagerPayload",
     "WebhookReceiver",
@@ -292,6 +293,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/-/healthy":
             self._answer(200, {"status": "ok"})
+        elif self.path == "/openapi.json":
+            from alerting.webhook_openapi import openapi_document
+
+            self._answer(200, openapi_document())
         else:
             self._refuse(HTTPStatus.NOT_FOUND, f"no such path: {self.path}")
 

@@ -369,3 +369,33 @@ def test_an_executor_dying_between_actions_is_resumed_once(
         assert third.decision == "declined_duplicate"
         executed = [e for e in ledger.audit_entries() if e["decision"] == "executed"]
         assert len(executed) == 1
+
+
+def test_kafka_unavailable_is_retried_audited_and_never_run_twice(
+    stack_config: Callable[..., Config], redis_client: redis.Redis
+) -> None:
+    with recording_server() as server:
+        config = _config(stack_config, server, retries=2, backoff_seconds=0.01)
+        broken = config.model_copy(update={"kafka": config.kafka.model_copy(update={
+            "bootstrap_servers": "127.0.0.1:1"})})
+        actions = build_actions(
+            [action.model_copy(update={"timeout_seconds": 1.0})
+             if action.type == "kafka_control" else action
+             for action in broken.alerting.rollback.actions],
+            broken, redis_client,
+        )
+        ledger = RedisRollbackLedger(redis_client, AlertingKeys(config.redis.key_prefix))
+        executor = RollbackExecutor(broken, ledger, actions)
+        request = RollbackRequest("canary-p99", "shop", "v2", starts_at_ms=5_000, value=0.5,
+                                  threshold=0.2, source="engine")
+        decision = executor.handle(request)
+        assert decision.decision == "failed" and "kafka_control" in decision.reason
+        by_action = {result["action"]: result for result in decision.actions}
+        assert by_action["kafka_control"]["attempts"] == 3 and not by_action["kafka_control"]["ok"]
+        assert by_action["webhook"]["ok"] and by_action["redis_key"]["ok"]
+        again = executor.handle(dataclasses.replace(request, source="alertmanager"))
+        assert again.decision == "declined_duplicate"
+        assert len(server.received("POST", "/rollback")) == 1
+        [audited] = [e for e in ledger.audit_entries() if e["decision"] == "failed"]
+        assert audited["incident"] == decision.incident
+        executor.close()
