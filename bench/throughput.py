@@ -44,11 +44,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from detectors.reference_builder import ReferenceBuilder  # noqa: E402
+from detectors.stores.redis_reference_store import RedisReferenceStore  # noqa: E402
+from detectors.window_store import KeySchema  # noqa: E402
 from driftline.config import Config, parse_config  # noqa: E402
-from driftline.events import decode_event  # noqa: E402
+from driftline.events import InferenceEvent, decode_event  # noqa: E402
 from driftline.synthetic import TrafficSpec, synthetic_events  # noqa: E402
 
 MODELS = ("fraud", "churn", "ranker", "search")
+EVENT_TIME_SPAN_S = 10.0
 
 
 def _config(run: str, bootstrap: str, redis_url: str, runtime_batch: int) -> Config:
@@ -97,9 +101,19 @@ def _send(producer: Producer, topic: str, value: bytes, key: bytes) -> None:
 
 
 def prefill(
-    bootstrap: str, topic: str, count: int, *, spread_keys: bool = False
+    bootstrap: str,
+    topic: str,
+    count: int,
+    *,
+    spread_keys: bool = False,
+    event_time_span_s: float = EVENT_TIME_SPAN_S,
 ) -> tuple[int, float]:
     """Produce ``count`` events of the benchmark models; returns (count, mean bytes).
+
+    Their event times span the last ``event_time_span_s``: 10 s for a million events is the
+    density of a live 100,000 events/s stream, where a batch touches one or two 10 s buckets.
+    A longer span replays history (catch-up after an outage): each batch then touches more
+    buckets, so more Redis fields, and the rate drops accordingly.
 
     Keys are the model name, as the contract says; ``spread_keys`` adds the event number, so
     that four models still spread over every partition of a wide topic (scale-out runs).
@@ -113,8 +127,8 @@ def prefill(
         stream = synthetic_events(
             spec,
             per_model,
-            start_ms=now_ms - 1_800_000,
-            rate_per_s=per_model / 1_700,
+            start_ms=now_ms - round(event_time_span_s * 1000),
+            rate_per_s=per_model / event_time_span_s,
             seed=seed,
             decimals=12,
         )
@@ -125,6 +139,24 @@ def prefill(
         producer.poll(0)
     producer.flush(120)
     return per_model * len(MODELS), size / (per_model * len(MODELS))
+
+
+def store_references(config: Config, client: redis.Redis) -> None:
+    """A 20-feature reference per model, so the pipeline bins every feature (the full path)."""
+    for seed, model in enumerate(MODELS):
+        builder = ReferenceBuilder(model)
+        sample = synthetic_events(
+            TrafficSpec(model, "v1", feature_count=20),
+            20_000,
+            start_ms=0,
+            rate_per_s=1000,
+            seed=100 + seed,
+        )
+        builder.add(
+            event for raw, _ in sample if isinstance(event := decode_event(raw), InferenceEvent)
+        )
+        reference = builder.build(created_at_ms=int(time.time() * 1000), source="bench")
+        RedisReferenceStore(client, KeySchema(config.redis.key_prefix)).save(reference)
 
 
 def measure_floor(bootstrap: str, topic: str, count: int, batch: int) -> float:
@@ -283,6 +315,18 @@ def main() -> None:
     parser.add_argument("--steady-rate", type=float, default=50_000)
     parser.add_argument("--steady-seconds", type=float, default=20)
     parser.add_argument(
+        "--event-time-span",
+        type=float,
+        default=EVENT_TIME_SPAN_S,
+        metavar="SECONDS",
+        help="event times of the prefilled events span this long (see prefill)",
+    )
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="measure without references (features then are not binned)",
+    )
+    parser.add_argument(
         "--runtime",
         choices=("confluent", "faust"),
         default="confluent",
@@ -298,7 +342,14 @@ def main() -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     _create_topics(admin, config, arguments.partitions)
 
-    count, mean_bytes = prefill(bootstrap, config.topics.events, arguments.events)
+    count, mean_bytes = prefill(
+        bootstrap,
+        config.topics.events,
+        arguments.events,
+        event_time_span_s=arguments.event_time_span,
+    )
+    if not arguments.no_reference:
+        store_references(config, client)
     floor = measure_floor(bootstrap, config.topics.events, count, arguments.batch_size)
     with tempfile.TemporaryDirectory() as directory:
         pipeline = measure_pipeline(config, client, count, Path(directory), arguments.runtime)
@@ -315,6 +366,8 @@ def main() -> None:
         client.delete(key)
     result = {
         "runtime": arguments.runtime,
+        "reference_features": 0 if arguments.no_reference else 20,
+        "event_time_span_s": arguments.event_time_span,
         "events": count,
         "event_bytes_mean": round(mean_bytes, 1),
         "batch_size": arguments.batch_size,
