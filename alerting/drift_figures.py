@@ -6,8 +6,8 @@ Per model and tick (:meth:`DriftFigures.contribute`):
    one, add ``driftline_reference_present 0`` and stop: latency, confidence and errors are
    still monitored by the other contributors.
 2. For every series (version, deployment, segment) in the short or the long window, compute the
-   statistics of each reference item in both windows and apply the policy of the ``drift:``
-   config (``detectors.drift_evaluation``).
+   statistics of each reference item in every window (the fast one too, when configured) and
+   apply the policy of the ``drift:`` config (``detectors.drift_evaluation``).
 3. Add the samples: scores per statistic, p-value, samples, the drifted flag, the drift share,
    and the reference's presence, age and id. Labels come from the reference's items, so their
    number is bounded by the reference; the evaluator's series cap applies on top.
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from alerting import metric_names as names
@@ -48,7 +48,8 @@ __all__ = ["DriftFigures", "DriftTransition"]
 
 log = logging.getLogger(__name__)
 
-WINDOWS = ("short", "long")
+WINDOWS = ("fast", "short", "long")
+"""Every drift window, in the order a transition names the one responsible (fastest first)."""
 DISTANCES = tuple(statistic for statistic in DriftStatistic if not statistic.is_p_value)
 
 
@@ -95,6 +96,7 @@ class _Verdict:
     long: bool
     statistic: DriftStatistic = DriftStatistic.PSI
     threshold: float = math.nan
+    fast: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,23 +142,24 @@ class DriftFigures:
                 1,
             )
             prepared = self._prepare(model.model, reference)
-            short, long = (model.windows.get(name, {}) for name in WINDOWS)
+            short, long = (model.windows.get(name, {}) for name in ("short", "long"))
+            windows = [short, long] if model.fast is None else [short, long, model.fast]
             every_series = sorted(set(short) | set(long))
             empty = SeriesWindow(Series("", ""))
-            # Both windows of every series in one batched computation.
+            # Every window of every series in one batched computation.
             statistics = prepared.comparison.statistics(
                 [
                     window_counts(reference, window.get(series, empty))
                     for series in every_series
-                    for window in (short, long)
+                    for window in windows
                 ]
             )
             for index, series in enumerate(every_series):
+                of_series = statistics[len(windows) * index : len(windows) * (index + 1)]
                 drift = evaluate_series(
                     prepared.comparison,
                     prepared.policy,
-                    statistics[2 * index],
-                    statistics[2 * index + 1],
+                    *of_series,
                 )
                 self._add_samples(model.model, series, drift, snapshot)
                 self._track(model, series, drift, prepared, previous, current)
@@ -196,8 +199,7 @@ class DriftFigures:
 
     @staticmethod
     def _add_samples(model: str, series: Series, drift: SeriesDrift, snapshot: Snapshot) -> None:
-        for window_name in WINDOWS:
-            window = drift.windows[window_name]
+        for window_name, window in drift.windows.items():
             p_values = window.statistics[DriftStatistic.CHI_SQUARE_P_VALUE].tolist()
             samples = window.samples.tolist()
             scores = {s: window.statistics[s].tolist() for s in DISTANCES}
@@ -226,17 +228,24 @@ class DriftFigures:
         current: dict[tuple[Series, str], _Verdict],
     ) -> None:
         drifted = drift.drifted.tolist()
-        alone = {name: drift.window_drifted[name].tolist() for name in WINDOWS}
+        alone = {name: verdicts.tolist() for name, verdicts in drift.window_drifted.items()}
+        fast = alone.get("fast", [False] * len(drift.items))
+        evaluated = [name for name in WINDOWS if name in alone]
         for index, item in enumerate(drift.items):
             statistic, threshold = _reported_statistic(prepared.policy, item)
             verdict = _Verdict(
-                drifted[index], alone["short"][index], alone["long"][index], statistic, threshold
+                drifted[index],
+                alone["short"][index],
+                alone["long"][index],
+                statistic,
+                threshold,
+                fast[index],
             )
             before = previous.pop((series, item), None) or _Verdict(False, False, False)
             current[(series, item)] = verdict
             if verdict.drifted == before.drifted:
                 continue
-            window = _responsible_window(before, verdict)
+            window = _responsible_window(before, verdict, evaluated)
             value = float(drift.windows[window].statistics[statistic][index])
             self._report(
                 model,
@@ -275,23 +284,18 @@ class DriftFigures:
         )
 
 
-def _responsible_window(before: _Verdict, now: _Verdict) -> str:
-    """The window whose own verdict moved towards the new state (short first), else the first
-    window that agrees with it, else the short one."""
+def _responsible_window(before: _Verdict, now: _Verdict, evaluated: Sequence[str]) -> str:
+    """Of the ``evaluated`` windows (fastest first), the one whose own verdict moved towards the
+    new state, else the first that agrees with it, else the short one."""
     target = now.drifted
     moved = [
         name
-        for name, was, is_now in (
-            ("short", before.short, now.short),
-            ("long", before.long, now.long),
-        )
-        if is_now == target and was != target
+        for name in evaluated
+        if getattr(now, name) == target and getattr(before, name) != target
     ]
     if moved:
         return moved[0]
-    agreeing = [
-        name for name, is_now in (("short", now.short), ("long", now.long)) if is_now == target
-    ]
+    agreeing = [name for name in evaluated if getattr(now, name) == target]
     return agreeing[0] if agreeing else "short"
 
 

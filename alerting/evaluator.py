@@ -3,8 +3,9 @@
 A tick, in order:
 
 1. List the models (configured ones and those the consumers admitted).
-2. For each model, read the short and long windows in one pipelined round trip and split them by
-   series (``detectors.window_summary``).
+2. For each model, read the short and long windows (and the drift fast window, from the short
+   window's buckets) in one pipelined round trip and split them by series
+   (``detectors.window_summary``).
 3. Hand the windows to every :class:`Contributor` (traffic figures here; drift, quality and alert
    rules plug in the same way), which add samples to the snapshot.
 4. Add lifetime counters, refused messages, freshness, consumer lag and the tick's own health.
@@ -47,12 +48,17 @@ def _wall_clock_ms() -> int:
 
 @dataclass(frozen=True)
 class ModelWindows:
-    """One model's windows at one tick: window name -> series -> window."""
+    """One model's windows at one tick: window name -> series -> window.
+
+    ``windows`` holds the short and long windows every contributor reports on; ``fast`` is the
+    drift fast window (``drift.fast_window_seconds``), read for drift only, ``None`` when off.
+    """
 
     model: str
     now_ms: int
     windows: Mapping[str, Mapping[Series, SeriesWindow]]
     window_seconds: Mapping[str, float]
+    fast: Mapping[Series, SeriesWindow] | None = None
 
 
 class Contributor(Protocol):
@@ -122,13 +128,17 @@ class Evaluator:
         self.ticks = 0
         windows = config.windows
         self.window_seconds = {"short": windows.short_seconds, "long": windows.long_seconds}
+        self.fast_window_seconds = config.drift.fast_window_seconds
 
     def models(self) -> list[str]:
         return sorted(set(self.config.models) | set(self.store.models()))
 
     def read_model(self, model: str, now_ms: int) -> ModelWindows:
         lengths_ms = [int(seconds * 1000) for seconds in self.window_seconds.values()]
+        if self.fast_window_seconds:
+            lengths_ms.append(self.fast_window_seconds * 1000)
         fields = self.store.read_windows(model, lengths_ms, now_ms)
+        fast = summarise(fields.pop()) if self.fast_window_seconds else None
         return ModelWindows(
             model=model,
             now_ms=now_ms,
@@ -137,6 +147,7 @@ class Evaluator:
                 for name, window in zip(self.window_seconds, fields, strict=True)
             },
             window_seconds=self.window_seconds,
+            fast=fast,
         )
 
     def tick(self) -> Snapshot:

@@ -140,7 +140,8 @@ NOTIFICATIONS_FAILED_TOTAL = _metric(
 )
 DRIFT_LABELS = (*WINDOW_LABELS, "feature")
 """Drift figures are per window and per reference item: each feature, ``@prediction``,
-``@confidence``. Items come from the model's reference, so the feature label stays bounded."""
+``@confidence``. Items come from the model's reference, so the feature label stays bounded. Their
+``window`` label also takes ``fast``: the drift fast window (``drift.fast_window_seconds``)."""
 DRIFT_SCORE = _metric(
     "driftline_drift_score",
     "gauge",
@@ -157,7 +158,8 @@ DRIFT_P_VALUE = _metric(
 DRIFT_SAMPLES = _metric(
     "driftline_drift_samples",
     "gauge",
-    "Events in the window binned with the current reference, per feature.",
+    "Events in the window binned with the current reference, per feature (windows: fast, "
+    "short, long).",
     DRIFT_LABELS,
 )
 DRIFTED = _metric(

@@ -11,7 +11,10 @@ Scenarios (20 features, N(0, 1) unless said otherwise, 1,000 events/s of event t
 - ``seasonal_day``: 24 hours without a change but with daily seasonality: the event rate swings
   between 500 and 1,500 events/s and every feature's mean by +-0.2 sd over the day; the reference
   is a sample of the whole day. driftline simulates it in two worker processes (hours 0-12, and
-  11-24 counting from hour 12: the first hour warms the long window up) while the rest runs.
+  11-24 counting from hour 12: the first hour warms the long window up) while the rest runs;
+- ``low_traffic_day``: 24 hours without a change at 25 events/s, so that the 30 s fast window
+  holds 500 to 750 events, right at ``drift.minimum_samples``; with the defaults and without
+  the PSI noise floor (``drift.psi_noise_tail_probability: null``), in two more workers.
 
 What runs:
 
@@ -19,9 +22,10 @@ What runs:
   store, evaluator, statistics, decisions) with the default config; the events of each tick
   interval are binned with the reference's bins (``FeatureReference.bin_numbers``, the code the
   consumer uses) and applied as one window update, then the evaluator ticks (every 5 s of event
-  time). For the 24-hour day the bin counts of each tick interval are drawn from the multinomial
-  distribution of the bins, which is exactly the distribution of binning fresh draws, without
-  drawing 1.7 billion numbers.
+  time, ``--tick-seconds`` to change it) and judges the fast (30 s), short (5 min) and long
+  (1 h) windows. For the 24-hour days the bin counts of each tick interval are drawn from the
+  multinomial distribution of the bins, which is exactly the distribution of binning fresh
+  draws, without drawing 1.7 billion numbers.
 - River ``ADWIN()`` and ``KSWIN(seed=...)``, defaults, one detector per feature, fed the same raw
   values as driftline in the change scenarios, each run until its first alarm after the change.
   Their false alarms per day come from the seasonal day: ADWIN on one feature for the whole day
@@ -30,13 +34,14 @@ What runs:
 
 Measured: detection delay (event-time seconds and events after the change; gradual drift: after
 the drift started), missed drifts (no alarm within the scenario), false alarms (alarms on features
-that did not change, and on the seasonal day), and the cost per event (driftline: the whole
-backtest path from JSON lines, decoding included; River: one update per feature).
+that did not change, and on the simulated days), the cost per event (driftline: the whole
+backtest path from JSON lines, decoding included; River: one update per feature), and the cost of
+one evaluator tick with full windows, with and without the fast window.
 
-Prints one JSON object. ``--quick`` shortens the seasonal day to 2 hours and skips KSWIN's
-false-alarm run; the default run takes about 5 minutes on 2 cores.
+Prints one JSON object. ``--quick`` shortens the days to 2 hours and skips KSWIN's false-alarm
+run; the default run takes about 10 minutes on 2 cores, ``--quick`` about 3.
 
-    python bench/detection.py [--quick] [--seed 7]
+    python bench/detection.py [--quick] [--seed 7] [--tick-seconds 5]
 """
 
 from __future__ import annotations
@@ -74,11 +79,12 @@ from detectors.window_update import (  # noqa: E402
     feature_metric,
 )
 from driftline.backtest import Backtest  # noqa: E402
-from driftline.config import Config  # noqa: E402
+from driftline.config import Config, parse_config  # noqa: E402
 from driftline.events import InferenceEvent  # noqa: E402
 from driftline.synthetic import TrafficSpec, synthetic_events  # noqa: E402
 
 RATE_PER_S = 1000
+LOW_TRAFFIC_PER_S = 25.0
 FEATURES = 20
 MODEL = "bench"
 SERIES = Series("v2", "stable")
@@ -241,8 +247,9 @@ class DriftlineRun:
             counts[index, : len(row)] = row
         return counts
 
-    def feed(self, start_ms: int, counts: np.ndarray, events: int) -> None:
-        """Apply one tick interval's counts (``counts[feature, bin]``), then tick at its end."""
+    def feed(self, start_ms: int, counts: np.ndarray, events: int, tick: bool = True) -> None:
+        """Apply one tick interval's counts (``counts[feature, bin]``), then tick at its end
+        (unless ``tick`` is False: filling windows up before measuring)."""
         if events:
             prefix = self.prefix
             fields = {prefix + "events": events}
@@ -261,6 +268,8 @@ class DriftlineRun:
             self.offset += events
             self.engine.now_ms = start_ms + self.tick_ms
             self.engine.store.apply(update)
+        if not tick:
+            return
         started = time.perf_counter()
         self.engine.tick(start_ms + self.tick_ms)
         self.tick_seconds += time.perf_counter() - started
@@ -382,13 +391,26 @@ def seasonal_reference(config: Config, seed: int) -> Reference:
 
 
 def driftline_day_part(
-    seed: int, start_s: float, end_s: float, count_from_s: float
+    seed: int,
+    start_s: float,
+    end_s: float,
+    count_from_s: float,
+    low_traffic_per_s: float | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """driftline over ``[start_s, end_s)`` of the seasonal day, counting alarms from
     ``count_from_s`` (a part that starts later warms its windows up for one long window first).
-    Runs in a worker process."""
-    config = Config()
-    reference = seasonal_reference(config, seed)
+    ``low_traffic_per_s``: a stationary day at that rate instead, without seasonality.
+    ``settings``: the config, as a mapping (defaults when empty). Runs in a worker process."""
+    config = parse_config(settings or {})
+    if low_traffic_per_s is None:
+        reference = seasonal_reference(config, seed)
+    else:
+        reference = build_reference(
+            np.random.default_rng(seed).standard_normal((100_000, FEATURES)),
+            False,
+            config.monitoring.confidence_bins,
+        )
     rng = np.random.default_rng(seed + int(start_s))
     tick_s = config.evaluator.tick_seconds
     run = DriftlineRun(config, reference)
@@ -398,8 +420,12 @@ def driftline_day_part(
     first_tick = int(start_s / tick_s)
     for tick in range(first_tick, int(end_s / tick_s)):
         middle = np.array([tick * tick_s + tick_s / 2])
-        events = int(rng.poisson(seasonal_rate(middle)[0] * tick_s))
-        means = seasonal_mean(middle)[0]
+        if low_traffic_per_s is None:
+            events = int(rng.poisson(seasonal_rate(middle)[0] * tick_s))
+            means = seasonal_mean(middle)[0]
+        else:
+            events = int(rng.poisson(low_traffic_per_s * tick_s))
+            means = np.zeros(FEATURES)
         width = max(len(edge) for edge in edges) + 2
         counts = np.zeros((FEATURES, width), dtype=np.int64)
         for index, edge in enumerate(edges):
@@ -411,10 +437,13 @@ def driftline_day_part(
         if tick * tick_s >= count_from_s:
             events_total += events
     counted_from_ms = START_MS + int(count_from_s * 1000)
+    alarms = [t for t in run.transitions if t.state == "drifted" and t.at_ms > counted_from_ms]
+    by_window: dict[str, int] = {}
+    for alarm in alarms:
+        by_window[alarm.window] = by_window.get(alarm.window, 0) + 1
     return {
-        "alarms": sum(
-            1 for t in run.transitions if t.state == "drifted" and t.at_ms > counted_from_ms
-        ),
+        "alarms": len(alarms),
+        "alarms_by_window": by_window,
         "events": events_total,
         "ticks": sum(
             1 for tick in range(first_tick, int(end_s / tick_s)) if tick * tick_s >= count_from_s
@@ -450,6 +479,38 @@ def river_day(
         "false_alarms_per_day": round(alarms * scale, 1),
         "cost_per_update_us": round(elapsed / events * 1e6, 3),
     }
+
+
+def tick_cost_ms(seed: int, ticks: int = 60) -> dict[str, float]:
+    """One evaluator tick of the 20-feature model at 1,000 events/s with full windows, with and
+    without the fast window: the best of three rounds of ``ticks`` each, interleaved, so the
+    machine's load weighs on both alike."""
+    runs = {}
+    for name, fast_s in (("with_fast_window", 30), ("without_fast_window", 0)):
+        config = parse_config({"drift": {"fast_window_seconds": fast_s}})
+        reference = build_reference(
+            np.random.default_rng(seed).standard_normal((100_000, FEATURES)),
+            False,
+            config.monitoring.confidence_bins,
+        )
+        run = DriftlineRun(config, reference)
+        rng = np.random.default_rng(seed + 1)
+        # Missing, underflow, the 20 quantile bins, overflow: the reference's own distribution.
+        p = np.array([0.0, 0.0, *np.full(20, 1 / 20), 0.0])
+        tick_s = config.evaluator.tick_seconds
+        events = int(RATE_PER_S * tick_s)
+        for tick in range(int((config.windows.long_seconds + 60) / tick_s)):
+            at_ms = START_MS + int(tick * tick_s * 1000)
+            run.feed(at_ms, rng.multinomial(events, p, size=FEATURES), events, tick=False)
+        runs[name] = run
+    best = dict.fromkeys(runs, math.inf)
+    for _ in range(3):
+        for name, run in runs.items():
+            started = time.perf_counter()
+            for _ in range(ticks):
+                run.engine.tick(run.engine.now_ms)
+            best[name] = min(best[name], (time.perf_counter() - started) / ticks * 1000)
+    return {name: round(value, 2) for name, value in best.items()}
 
 
 def driftline_cost_per_event(config: Config, seed: int, events: int) -> dict[str, Any]:
@@ -513,9 +574,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2-hour day, no KSWIN day run")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--tick-seconds",
+        type=float,
+        default=None,
+        help="evaluator tick in event time (default: the config's, 5 s); every scenario uses it",
+    )
     arguments = parser.parse_args()
     started = time.perf_counter()
-    config = Config()
+    settings: dict[str, Any] = {}
+    if arguments.tick_seconds is not None:
+        settings["evaluator"] = {"tick_seconds": arguments.tick_seconds}
+    config = parse_config(settings)
     scenarios = [
         *(_abrupt(size, count) for size in (0.25, 0.5, 1.0) for count in (1, 5)),
         _gradual(),
@@ -528,11 +598,33 @@ def main() -> None:
     half_s = hours_of_day * 3600 / 2
     warm_up_s = config.windows.long_seconds
     day_parts = [
-        pool.submit(driftline_day_part, arguments.seed + 100, 0.0, half_s, 0.0),
+        pool.submit(driftline_day_part, arguments.seed + 100, 0.0, half_s, 0.0, None, settings),
         pool.submit(
-            driftline_day_part, arguments.seed + 100, half_s - warm_up_s, 2 * half_s, half_s
+            driftline_day_part,
+            arguments.seed + 100,
+            half_s - warm_up_s,
+            2 * half_s,
+            half_s,
+            None,
+            settings,
         ),
     ]
+    # A thin day: at 25 events/s the fast window holds 500 to 750 events, at minimum_samples.
+    thin_days = {
+        name: pool.submit(
+            driftline_day_part,
+            arguments.seed + 300,
+            0.0,
+            2 * half_s,
+            0.0,
+            LOW_TRAFFIC_PER_S,
+            {**settings, "drift": drift},
+        )
+        for name, drift in (
+            ("defaults", {}),
+            ("without_psi_noise_floor", {"psi_noise_tail_probability": None}),
+        )
+    }
     results: dict[str, Any] = {}
     references: dict[bool, Reference] = {}
     for offset, scenario in enumerate(scenarios):
@@ -561,6 +653,10 @@ def main() -> None:
         "description": f"{hours:g} h without change, daily seasonality of rate and means",
         "driftline": {
             "alarms": sum(part["alarms"] for part in parts),
+            "alarms_by_window": {
+                window: sum(part["alarms_by_window"].get(window, 0) for part in parts)
+                for window in ("fast", "short", "long")
+            },
             "false_alarms_per_day": sum(part["alarms"] for part in parts) / (day_hours / 24),
             "simulated_hours": day_hours,
             "events": sum(part["events"] for part in parts),
@@ -570,9 +666,25 @@ def main() -> None:
         },
         **river,
     }
+    thin = {name: part.result() for name, part in thin_days.items()}
+    thin_hours = 2 * half_s / 3600
+    results["low_traffic_day"] = {
+        "description": f"{thin_hours:g} h stationary at {LOW_TRAFFIC_PER_S:g} events/s: the fast "
+        "window holds 500-750 events, right at minimum_samples",
+        **{
+            name: {
+                "alarms": part["alarms"],
+                "alarms_by_window": part["alarms_by_window"],
+                "false_alarms_per_day": round(part["alarms"] / (thin_hours / 24), 1),
+                "tick_ms_mean": part["tick_ms_mean"],
+            }
+            for name, part in thin.items()
+        },
+    }
     pool.shutdown()
     print(f"seasonal_day: done at {time.perf_counter() - started:.0f}s", file=sys.stderr)
     cost = driftline_cost_per_event(config, arguments.seed + 200, 50_000)
+    tick_ms = tick_cost_ms(arguments.seed + 400)
 
     abrupt_check = {}
     for name, result in results.items():
@@ -599,14 +711,19 @@ def main() -> None:
                 "minimum_samples",
                 "false_discovery_rate",
                 "require_both_windows",
+                "fast_window_seconds",
+                "psi_noise_tail_probability",
             }
         ),
         "windows_s": {
+            "fast": config.drift.fast_window_seconds,
             "short": config.windows.short_seconds,
             "long": config.windows.long_seconds,
+            "bucket": config.windows.bucket_seconds,
             "tick": config.evaluator.tick_seconds,
         },
         "scenarios": results,
+        "tick_ms_full_windows": tick_ms,
         "cost_per_event_us": {
             "driftline_backtest_path": cost["cost_per_event_us"],
             "driftline_consumer_decode_and_bin": cost["consumer_decode_and_bin_us_per_event"],

@@ -24,6 +24,7 @@ import redis
 
 from consumers.batching import BatchAssembler
 from consumers.dead_letter import DeadLetterPublisher
+from consumers.exceptions import StoreStateLost
 from consumers.window_writer import RefusedAt, WindowWriter
 from detectors.latency_sketch import LogBucketMapping
 from detectors.window_store import WindowStore
@@ -86,6 +87,7 @@ class BatchApplier:
         )
         self.assembler = BatchAssembler(config, store, feature_binner_for)
         self.writer = WindowWriter(store, binning_from_config(config), feature_binner_for)
+        self._saved_positions: set[str] = set()
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Call on every assignment change: cached checkpoints are reloaded from the store."""
@@ -95,6 +97,7 @@ class BatchApplier:
         """Steps 2 to 4 for ``batch``; after it returns, its offsets may be committed."""
         partitions, offsets = batch.partitions, batch.offsets
         assembled = self.assembler.assemble(partitions, offsets, batch.values, now_ms)
+        self._check_store_kept_its_state(batch.topic)
 
         refused = [
             RefusedAt(partitions[item.index], offsets[item.index], item)
@@ -123,7 +126,22 @@ class BatchApplier:
             if offset + 1 > next_offsets.get(partition, -1):
                 next_offsets[partition] = offset + 1
         self.store.save_consumer_positions(self.config.kafka.group_id, batch.topic, next_offsets)
+        self._saved_positions.add(batch.topic)
         return AppliedBatch(applied, next_offsets)
+
+    def _check_store_kept_its_state(self, topic: str) -> None:
+        """Raise :class:`StoreStateLost` when the resume hints this process saved are gone.
+
+        Checked before anything of the batch is written: a model seen for the first time since
+        the loss would otherwise be written onto the empty store, and its checkpoint would then
+        refuse the replay that rebuilds it. (Checkpoints below the writer's own knowledge are
+        caught in the scripts too; this catches the models the writer knew nothing about.)
+        """
+        if topic in self._saved_positions and not self.store.consumer_positions(
+            self.config.kafka.group_id, topic
+        ):
+            self._saved_positions.discard(topic)
+            raise StoreStateLost(f"the resume hints of {topic} vanished from the store")
 
     def apply_retrying(self, batch: RawBatch, clock_ms: Callable[[], int]) -> AppliedBatch:
         """:meth:`apply`, waiting out a store outage; raises once :data:`STORE_RETRIES` failed.

@@ -16,16 +16,18 @@ Steps 2 to 4 run on one dedicated thread, so the event loop keeps heartbeating a
 next batch meanwhile. A batch that still fails once the store retries are spent crashes the app
 (``CrashingSupervisor``), as the confluent runtime exits: going on would move the checkpoints
 past the failed events, which a restart would then take for a replay. A batch that finds the
-store lost its state (``StoreStateLost``: Redis restarted empty) is not acked either: as in the
-confluent runtime, every owned partition is sought back one long window and replayed, and the
-events fetched before that seek are dropped unacked, so that the replay refills the windows in
-offset order.
+store lost its state (``StoreStateLost``: Redis restarted empty) is not acked either and crashes
+the app the same way; :class:`FaustEventConsumer` then starts a fresh app whose first assignment
+rewinds every partition one long window, as the confluent runtime seeks back in place. (Seeking a
+running Faust app back is not safe: records fetched before the seek still reach the stream, and
+Faust drops the replayed ones behind them as duplicates.)
 
 On every rebalance, just before Faust seeks its partitions to their committed offsets
 (``on_rebalance_complete``), each assigned partition gets the confluent runtime's resume rule:
 the later of Kafka's committed offset and the store's resume hint; a commit without a hint means
-the store lost its state, and the partition is rewound one long window by timestamp to rebuild
-it. The rule takes effect by committing that offset, which Faust then seeks to.
+the store lost its state, and the partition is rewound one long window (and one rollup bucket) by
+timestamp to rebuild it. The rule takes effect by committing that offset, which Faust then seeks
+to, the app still paused.
 
 Three ways in: :func:`create_app` builds a standalone app; :func:`mount_driftline` adds the agent
 to a team's existing app; :class:`FaustEventConsumer` runs an app behind the confluent runtime's
@@ -104,7 +106,9 @@ class DriftlineAgent:
         *,
         feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
+        rebuild: bool = False,
     ) -> None:
+        """``rebuild``: the store lost its state; rewind the first assignment one long window."""
         require_compression_codecs()
         if store is None:
             from driftline.cli import open_store
@@ -121,10 +125,7 @@ class DriftlineAgent:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="driftline-faust")
         self._offsets_reader: Consumer | None = None
         self._owned: set[int] = set()
-        # Highest offset taken per partition, and the partitions rewound after a store loss:
-        # partition -> (offset the replay starts at, first offset fetched before the rewind).
-        self._highest_taken: dict[int, int] = {}
-        self._rewound: dict[int, tuple[int, int]] = {}
+        self._rebuild = rebuild
         self._app: faust.App | None = None
 
     def mount(self, app: faust.App) -> AgentT[bytes]:
@@ -164,13 +165,8 @@ class DriftlineAgent:
         async for items in taken:
             # noack_take hands over the events themselves (its annotation says values), so that
             # they can be acked after the batch is safe rather than when it is taken.
-            events = await self._not_stale(cast(Sequence[EventT[bytes]], items))
-            if not events:
-                continue
+            events = cast(Sequence[EventT[bytes]], items)
             messages = [event.message for event in events]
-            for message in messages:
-                if message.offset > self._highest_taken.get(message.partition, -1):
-                    self._highest_taken[message.partition] = message.offset
             batch = RawBatch(
                 self.topic,
                 [message.partition for message in messages],
@@ -183,74 +179,13 @@ class DriftlineAgent:
                     self._executor, self.applier.apply_retrying, batch, self.clock_ms
                 )
             except StoreStateLost as lost:
-                log.error("%s: rebuilding the windows", lost)
-                await self._rewind_after_store_loss()
-                continue  # unacked: the replay brings this batch back
+                log.error("%s: rebuilding the windows from a fresh app", lost)
+                raise  # unacked; CrashingSupervisor stops the app
             for event in events:
                 await stream.ack(event)
             self.events_applied += applied.events_applied
             self.batches += 1
             self.last_batch_monotonic_s = time.monotonic()
-
-    async def _not_stale(self, events: Sequence[EventT[bytes]]) -> Sequence[EventT[bytes]]:
-        """Drop, after a rewind, events fetched before it: the replay brings them back in order.
-
-        Applying them first would move the checkpoints past the events the replay must restore.
-        Faust also remembers the offset of every message it hands on and drops older ones as
-        duplicates, so each stale event seen means the replay was dropped behind it: the
-        partition is sought back again. Stale events are finite (what was fetched before the
-        first seek), so the replay then passes.
-        """
-        if not self._rewound:
-            return events
-        kept = []
-        seek_again: set[int] = set()
-        for event in events:
-            partition, offset = event.message.partition, event.message.offset
-            rewound = self._rewound.get(partition)
-            if rewound is not None:
-                if offset >= rewound[1]:
-                    seek_again.add(partition)
-                    continue  # left unacked, so never committed
-                del self._rewound[partition]  # the replay has begun
-                seek_again.discard(partition)
-            kept.append(event)
-        consumer = cast(FaustConsumer, cast(faust.App, self._app).consumer)
-        for partition in seek_again:
-            await consumer.seek(TP(self.topic, partition), self._rewound[partition][0])
-        return kept
-
-    async def _rewind_after_store_loss(self) -> None:
-        """Seek every owned partition back one long window and replay, as the default runtime."""
-        app = cast(faust.App, self._app)
-        consumer = cast(FaustConsumer, app.consumer)
-        owned = {tp.partition for tp in consumer.assignment() if tp.topic == self.topic}
-        loop = asyncio.get_running_loop()
-        taken = dict(self._highest_taken)
-        replay = await loop.run_in_executor(self._executor, self._replay_offsets, owned, taken)
-        for partition, (replay_from, stale_from) in replay.items():
-            await consumer.seek(TP(self.topic, partition), replay_from)
-            if replay_from < stale_from:
-                self._rewound[partition] = (replay_from, stale_from)
-            log.warning("partition %d: replaying from offset %d", partition, replay_from)
-
-    def _replay_offsets(
-        self, owned: set[int], highest_taken: dict[int, int]
-    ) -> dict[int, tuple[int, int]]:
-        """Per owned partition: where the replay starts, and the first offset already fetched
-        (one past the highest taken, else the committed offset Faust started from)."""
-        self.applier.forget(owned)
-        reader = self._reader()
-        partitions = [TopicPartition(self.topic, p) for p in sorted(owned)]
-        committed = {tp.partition: tp.offset for tp in reader.committed(partitions, timeout=30)}
-        found = self._rebuild_offsets(reader, sorted(owned))
-        replay = {}
-        for partition in owned:
-            start = max(committed[partition], 0)
-            fetched_from = highest_taken[partition] + 1 if partition in highest_taken else start
-            # Nothing that recent: replay from the last commit, so the failed batch is not lost.
-            replay[partition] = (found.get(partition, start), fetched_from)
-        return replay
 
     def _rebuild_offsets(self, reader: Consumer, partitions: list[int]) -> dict[int, int]:
         """First offset of each partition whose events the long window (and its oldest rollup
@@ -279,9 +214,6 @@ class DriftlineAgent:
 
     async def _on_rebalance_complete(self, app: Any, *args: Any, **kwargs: Any) -> None:
         assigned = {tp.partition for tp in app.consumer.assignment() if tp.topic == self.topic}
-        # Faust drained every stream before this rebalance and now seeks to committed offsets.
-        self._highest_taken.clear()
-        self._rewound.clear()
         loop = asyncio.get_running_loop()
         try:
             resume = await loop.run_in_executor(self._executor, self._resume_offsets, assigned)
@@ -310,10 +242,13 @@ class DriftlineAgent:
         hints = self.store.consumer_positions(self.config.kafka.group_id, self.topic)
         resume: dict[int, int] = {}
         rebuild: list[tuple[int, int]] = []
+        rebuild_all, self._rebuild = self._rebuild, False
         for stored in committed:
             kafka_offset = stored.offset if stored.offset >= 0 else None
             hint = hints.get(stored.partition)
-            if hint is not None:
+            if rebuild_all:
+                rebuild.append((stored.partition, max(stored.offset, 0)))
+            elif hint is not None:
                 if hint > (kafka_offset or 0):
                     resume[stored.partition] = hint
             elif kafka_offset is not None:
@@ -321,9 +256,10 @@ class DriftlineAgent:
         if rebuild:
             found = self._rebuild_offsets(reader, [partition for partition, _ in rebuild])
             for partition, kafka_offset in rebuild:
+                # Nothing that recent: from the commit, so no unacked batch is skipped.
                 resume[partition] = found.get(partition, kafka_offset)
                 log.warning(
-                    "partition %d: no checkpoint in the store; rebuilding from offset %d (one "
+                    "partition %d: the store lost its state; rebuilding from offset %d (one "
                     "long window back)",
                     partition,
                     resume[partition],
@@ -394,8 +330,9 @@ def create_app(
 class FaustEventConsumer:
     """The Faust runtime behind the confluent runtime's interface: :meth:`run` until :meth:`stop`.
 
-    Each :meth:`run` builds a fresh app in its own event loop, so the object works from any
-    thread, and the process's signal handling stays the caller's (``driftline consume``).
+    :meth:`run` builds a fresh app in its own event loop, so the object works from any thread, and
+    the process's signal handling stays the caller's (``driftline consume``). When the store
+    loses its state, the app is replaced by one that rebuilds (see the module docstring).
     """
 
     def __init__(
@@ -407,19 +344,22 @@ class FaustEventConsumer:
         clock_ms: Callable[[], int] = _wall_clock_ms,
     ) -> None:
         self.config = config
+        self.store = store
+        self.feature_binner_for = feature_binner_for
+        self.clock_ms = clock_ms
         self.settings = faust_app_settings(config)  # a bad kafka setting fails here, named
-        self.agent = DriftlineAgent(
-            config, store, feature_binner_for=feature_binner_for, clock_ms=clock_ms
-        )
+        self.agent = self._agent(rebuild=False)
+        self._earlier_events_applied = 0
+        self._earlier_batches = 0
         self._stopping = threading.Event()
 
     @property
     def events_applied(self) -> int:
-        return self.agent.events_applied
+        return self._earlier_events_applied + self.agent.events_applied
 
     @property
     def batches(self) -> int:
-        return self.agent.batches
+        return self._earlier_batches + self.agent.batches
 
     def stop(self) -> None:
         """Ask the app to finish its current batch, commit, and return (signal-safe)."""
@@ -432,7 +372,27 @@ class FaustEventConsumer:
         """
         asyncio.run(self._run(max_idle_s))
 
+    def _agent(self, *, rebuild: bool) -> DriftlineAgent:
+        return DriftlineAgent(
+            self.config,
+            self.store,
+            feature_binner_for=self.feature_binner_for,
+            clock_ms=self.clock_ms,
+            rebuild=rebuild,
+        )
+
     async def _run(self, max_idle_s: float | None) -> None:
+        while True:
+            crash = await self._run_app(max_idle_s)
+            if not isinstance(crash, StoreStateLost) or self._stopping.is_set():
+                break
+            self._earlier_events_applied += self.agent.events_applied
+            self._earlier_batches += self.agent.batches
+            self.agent = self._agent(rebuild=True)
+        if crash is not None:
+            raise crash
+
+    async def _run_app(self, max_idle_s: float | None) -> BaseException | None:
         app = faust.App(self.config.kafka.group_id, **self.settings)
         self.agent.mount(app)
         await app.start()
@@ -445,5 +405,4 @@ class FaustEventConsumer:
                 await asyncio.sleep(0.05)
         finally:
             await app.stop()
-        if app.crash_reason is not None:
-            raise app.crash_reason
+        return app.crash_reason

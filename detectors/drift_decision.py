@@ -9,7 +9,10 @@ every tick multiplies the false alarms by 20. A `DriftPolicy` therefore combines
 * an effect-size floor, so only differences large enough to matter are flagged;
 * a minimum number of samples, below which a feature is reported as "no data" rather than
   "not drifted";
-* agreement between a short window (fast to react, noisy) and a long window (slow, stable).
+* agreement between a short window (fast to react, noisy) and a long window (slow, stable),
+  optionally with a third, fast window shorter than the short one that can raise drift like it;
+* for PSI, a floor that rises in small windows to what sampling noise alone reaches
+  (``psi_noise_tail_probability``), so a thin window cannot raise drift.
 
 `decide` applies a policy to one tick's statistics for every feature of a model.
 
@@ -50,6 +53,7 @@ standard deviation and ``tenure`` has only seen 200 events in the short window.
 [0.004, 0.257, 0.086]
 """
 
+import functools
 import math
 import types
 from collections.abc import Mapping, Sequence
@@ -62,7 +66,14 @@ from scipy import stats
 
 from detectors.drift_statistics import DriftStatistic, FloatArray
 
-__all__ = ["BoolArray", "DriftDecision", "DriftPolicy", "benjamini_hochberg", "decide"]
+__all__ = [
+    "BoolArray",
+    "DriftDecision",
+    "DriftPolicy",
+    "benjamini_hochberg",
+    "decide",
+    "psi_noise_floor",
+]
 
 BoolArray: TypeAlias = npt.NDArray[np.bool_]
 _ArrayT = TypeVar("_ArrayT", bound=np.ndarray[Any, Any])
@@ -118,7 +129,18 @@ class DriftPolicy:
     * ``statistic`` is a distance: it is at least ``threshold``.
 
     The feature drifts overall when it drifts in both windows (``require_both_windows=True``) or
-    in either window (``False``).
+    in either window (``False``). A fast window, when `decide` is given one, counts as a second
+    recent window next to the short one: "either" is any of the three; "both" is the long window
+    and at least one of the fast and short windows.
+
+    When PSI is the thresholded distance and `decide` knows the size and the occupied bins of each
+    item's reference, the threshold of a window of ``n`` samples is at least the PSI that ``n``
+    draws from the reference's own distribution exceed with probability
+    ``psi_noise_tail_probability``: PSI is then about a chi-square statistic over ``n``, so that
+    floor is ``chi2.isf(tail, bins - 1) * (1 / n + 1 / reference_samples)`` (the second term for
+    the reference's own sampling noise). With 20 bins and the default tail of 1e-9 it is 0.165 at
+    500 samples, 0.083 at 1,000 and 0.008 at 10,000: it only bites where a window is thin, which
+    is where a short fast window would otherwise cry wolf.
 
     The default is the chi-square p-value under BH at a 1% false discovery rate, plus a PSI floor
     of 0.1, in both windows. The p-value alone cries wolf: with thousands of samples per window it
@@ -157,6 +179,10 @@ class DriftPolicy:
         Feature name to a threshold replacing the distance threshold for that feature: ``threshold``
         for a distance statistic, ``effect_size_threshold`` otherwise. Needs a distance threshold
         to replace. Copied into a read-only mapping.
+    psi_noise_tail_probability
+        Tail probability of the PSI noise floor described above, in (0, 1); ``None`` keeps the
+        fixed threshold whatever the window's size. Only used when PSI is the thresholded
+        distance (``distance_statistic``) and `decide` gets ``reference_samples``.
     """
 
     statistic: DriftStatistic = DriftStatistic.CHI_SQUARE_P_VALUE
@@ -169,6 +195,7 @@ class DriftPolicy:
     # Left out of the hash (a mapping is unhashable) but not out of equality, so equal policies
     # still hash equally and a policy can key a cache.
     per_feature_thresholds: Mapping[str, float] = field(default_factory=dict, hash=False)
+    psi_noise_tail_probability: float | None = 1e-9
 
     def __post_init__(self) -> None:
         statistic = _as_statistic("statistic", self.statistic)
@@ -218,6 +245,11 @@ class DriftPolicy:
             raise ValueError(
                 f"require_both_windows must be a bool, got {self.require_both_windows!r}"
             )
+        tail = self.psi_noise_tail_probability
+        if tail is not None and (
+            isinstance(tail, bool) or not isinstance(tail, int | float) or not 0.0 < tail < 1.0
+        ):
+            raise ValueError(f"psi_noise_tail_probability must be in (0, 1) or None, got {tail!r}")
 
         # A private read-only copy, so the caller's dict cannot change a frozen policy.
         overrides = types.MappingProxyType(dict(self.per_feature_thresholds))
@@ -275,6 +307,11 @@ class DriftDecision:
         in: raw p-values, not BH-adjusted, and computed even where samples were too few.
     drift_share
         Fraction of the features with data that drifted; ``nan`` when no feature has data.
+    window_drifted
+        Each window's own verdict (``"fast"`` when one was given, ``"short"``, ``"long"``), before
+        the windows are combined: which window raised or cleared a drift.
+    statistics_fast
+        The fast window's deciding statistics, when one was given.
     """
 
     feature_names: tuple[str, ...]
@@ -283,6 +320,8 @@ class DriftDecision:
     statistics_short: Mapping[DriftStatistic, FloatArray]
     statistics_long: Mapping[DriftStatistic, FloatArray]
     drift_share: float
+    window_drifted: Mapping[str, BoolArray] = field(default_factory=dict)
+    statistics_fast: Mapping[DriftStatistic, FloatArray] | None = None
 
     @property
     def drifted_features(self) -> tuple[str, ...]:
@@ -299,6 +338,11 @@ def decide(
     statistics_long: Mapping[DriftStatistic, FloatArray],
     samples_short: npt.NDArray[np.integer[Any]],
     samples_long: npt.NDArray[np.integer[Any]],
+    *,
+    statistics_fast: Mapping[DriftStatistic, FloatArray] | None = None,
+    samples_fast: npt.NDArray[np.integer[Any]] | None = None,
+    reference_samples: npt.NDArray[np.integer[Any]] | None = None,
+    reference_bins: npt.NDArray[np.integer[Any]] | None = None,
 ) -> DriftDecision:
     """Apply ``policy`` to one tick's statistics of every feature of a model.
 
@@ -306,15 +350,21 @@ def decide(
     `~DriftPolicy.deciding_statistics` (other entries are ignored) to an array with one value per
     feature, in ``feature_names`` order, such as `compute_statistics_by_feature` returns for the
     short and the long window. ``samples_short`` and ``samples_long`` hold each feature's sample
-    count in those windows. ``nan`` statistics never count as drift.
+    count in those windows. ``nan`` statistics never count as drift. ``statistics_fast`` and
+    ``samples_fast`` (both or neither) add a fast window, decided like the others and combined as
+    `DriftPolicy` says.
+
+    ``reference_samples`` (each feature's reference size) and ``reference_bins`` (its bins with
+    reference counts) turn on the PSI noise floor of `DriftPolicy.psi_noise_tail_probability`.
 
     The Benjamini-Hochberg family of a window is its features with enough samples: all features
     of one model are tested together, so pass every feature of the model in one call.
 
     Raises ``ValueError`` naming the problem when feature names are duplicated, a needed statistic
-    is missing, an array does not have one value per feature, a sample count is negative, or
-    ``per_feature_thresholds`` names a feature that is not in ``feature_names`` (a typo there would
-    otherwise silently keep the default threshold).
+    is missing, an array does not have one value per feature, a sample count is negative, only
+    one of a pair of optional arguments is given, or ``per_feature_thresholds`` names a feature
+    that is not in ``feature_names`` (a typo there would otherwise silently keep the default
+    threshold).
     """
     names = tuple(feature_names)
     if len(set(names)) != len(names):
@@ -322,6 +372,10 @@ def decide(
     unknown = sorted(set(policy.per_feature_thresholds) - set(names))
     if unknown:
         raise ValueError(f"per_feature_thresholds names unknown features: {unknown!r}")
+    if (statistics_fast is None) != (samples_fast is None):
+        raise ValueError("statistics_fast and samples_fast go together: pass both or neither")
+    if (reference_samples is None) != (reference_bins is None):
+        raise ValueError("reference_samples and reference_bins go together: pass both or neither")
 
     # nan only when the policy has no distance threshold, and then nothing reads it.
     default_threshold = math.nan if policy.distance_threshold is None else policy.distance_threshold
@@ -329,21 +383,47 @@ def decide(
         [policy.per_feature_thresholds.get(name, default_threshold) for name in names],
         dtype=np.float64,
     )
-    counts_short = _sample_counts("samples_short", samples_short, len(names))
-    counts_long = _sample_counts("samples_long", samples_long, len(names))
-    enough_short = counts_short >= policy.minimum_samples
-    enough_long = counts_long >= policy.minimum_samples
-    deciding_short = _deciding_statistics("statistics_short", statistics_short, policy, len(names))
-    deciding_long = _deciding_statistics("statistics_long", statistics_long, policy, len(names))
-    drifted_short = _window_drifted(policy, deciding_short, enough_short, thresholds)
-    drifted_long = _window_drifted(policy, deciding_long, enough_long, thresholds)
+    noise_quantiles = None
+    if (
+        reference_samples is not None
+        and reference_bins is not None
+        and policy.psi_noise_tail_probability is not None
+        and policy.distance_statistic is DriftStatistic.PSI
+    ):
+        noise_quantiles = _psi_noise_quantiles(
+            policy.psi_noise_tail_probability,
+            _sample_counts("reference_samples", reference_samples, len(names)),
+            _sample_counts("reference_bins", reference_bins, len(names)),
+        )
 
+    windows = {"short": (statistics_short, samples_short), "long": (statistics_long, samples_long)}
+    if statistics_fast is not None and samples_fast is not None:
+        windows = {"fast": (statistics_fast, samples_fast), **windows}
+    enough: dict[str, BoolArray] = {}
+    deciding: dict[str, dict[DriftStatistic, FloatArray]] = {}
+    window_drifted: dict[str, BoolArray] = {}
+    for window, (statistics, samples) in windows.items():
+        counts = _sample_counts(f"samples_{window}", samples, len(names))
+        enough[window] = counts >= policy.minimum_samples
+        deciding[window] = _deciding_statistics(
+            f"statistics_{window}", statistics, policy, len(names)
+        )
+        window_thresholds = thresholds
+        if noise_quantiles is not None:
+            window_thresholds = np.maximum(thresholds, _psi_noise_floor(noise_quantiles, counts))
+        window_drifted[window] = _read_only(
+            _window_drifted(policy, deciding[window], enough[window], window_thresholds)
+        )
+
+    # The fast window is a second recent window: it stands in for the short one, never the long.
+    recent_drifted = window_drifted["short"] | window_drifted.get("fast", False)
+    recent_enough = enough["short"] | enough.get("fast", False)
     if policy.require_both_windows:
-        drifted = drifted_short & drifted_long
-        nodata = ~(enough_short & enough_long)
+        drifted = recent_drifted & window_drifted["long"]
+        nodata = ~(recent_enough & enough["long"])
     else:
-        drifted = drifted_short | drifted_long
-        nodata = ~(enough_short | enough_long)
+        drifted = recent_drifted | window_drifted["long"]
+        nodata = ~(recent_enough | enough["long"])
 
     with_data = int(np.count_nonzero(~nodata))
     drift_share = float(np.count_nonzero(drifted)) / with_data if with_data else math.nan
@@ -351,10 +431,69 @@ def decide(
         feature_names=names,
         drifted=_read_only(drifted),
         nodata=_read_only(nodata),
-        statistics_short=types.MappingProxyType(deciding_short),
-        statistics_long=types.MappingProxyType(deciding_long),
+        statistics_short=types.MappingProxyType(deciding["short"]),
+        statistics_long=types.MappingProxyType(deciding["long"]),
         drift_share=drift_share,
+        window_drifted=types.MappingProxyType(window_drifted),
+        statistics_fast=(types.MappingProxyType(deciding["fast"]) if "fast" in deciding else None),
     )
+
+
+def psi_noise_floor(
+    tail_probability: float,
+    samples: npt.NDArray[np.integer[Any]],
+    reference_samples: npt.NDArray[np.integer[Any]],
+    reference_bins: npt.NDArray[np.integer[Any]],
+) -> FloatArray:
+    """The PSI that ``samples`` draws from a reference's own distribution exceed with probability
+    about ``tail_probability`` (see `DriftPolicy`); ``inf`` for an empty window or reference.
+
+    >>> psi_noise_floor(1e-9, np.array([500, 1000, 10_000]), np.array([50_000] * 3),
+    ...                 np.array([20] * 3)).round(4).tolist()
+    [0.1647, 0.0832, 0.0098]
+    """
+    quantiles = _psi_noise_quantiles(
+        tail_probability,
+        np.asarray(reference_samples, dtype=np.int64),
+        np.asarray(reference_bins, dtype=np.int64),
+    )
+    return _psi_noise_floor(quantiles, np.asarray(samples, dtype=np.int64))
+
+
+def _psi_noise_quantiles(
+    tail_probability: float,
+    reference_samples: npt.NDArray[np.int64],
+    reference_bins: npt.NDArray[np.int64],
+) -> tuple[FloatArray, FloatArray]:
+    """Per feature: the chi-square quantile of its degrees of freedom, and ``1 / N``."""
+    quantiles = np.array(
+        [_chi_square_quantile(tail_probability, int(bins) - 1) for bins in reference_bins.tolist()],
+        dtype=np.float64,
+    )
+    with np.errstate(divide="ignore"):
+        inverse_reference = 1.0 / reference_samples.astype(np.float64)
+    return quantiles, inverse_reference
+
+
+def _psi_noise_floor(
+    quantiles: tuple[FloatArray, FloatArray], samples: npt.NDArray[np.int64]
+) -> FloatArray:
+    chi_square, inverse_reference = quantiles
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inverse_samples = 1.0 / samples.astype(np.float64)
+        # No degrees of freedom, no noise: 0, not 0 * inf, for an empty window.
+        floor: FloatArray = np.where(
+            chi_square > 0, chi_square * (inverse_samples + inverse_reference), 0.0
+        )
+    return floor
+
+
+@functools.lru_cache(maxsize=256)
+def _chi_square_quantile(tail_probability: float, degrees_of_freedom: int) -> float:
+    # One bin (or none) with reference mass: any other bin is a difference PSI sees in full.
+    if degrees_of_freedom < 1:
+        return 0.0
+    return float(stats.chi2.isf(tail_probability, degrees_of_freedom))
 
 
 def _window_drifted(

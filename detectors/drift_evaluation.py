@@ -9,14 +9,15 @@ the window's histogram and the reference counts, a batch of items at a time:
 * Kolmogorov-Smirnov and Wasserstein (numeric items only) over the ordered bins without the
   missing one, with the reference's bin values and spread.
 
-:func:`evaluate_series` then applies the policy with ``detectors.drift_decision.decide``: all
-items of the series form one Benjamini-Hochberg family; the drift share counts the features only.
-It also decides each window on its own, which tells which window raised or cleared a drift.
+:func:`evaluate_series` then applies the policy with ``detectors.drift_decision.decide`` to the
+short, the long and (when configured) the fast window: all items of the series form one
+Benjamini-Hochberg family per window; the drift share counts the features only. Each window's own
+verdict tells which window raised or cleared a drift. The reference's size and occupied bins per
+item feed the PSI noise floor, so a thin window cannot raise drift.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from detectors.drift_decision import BoolArray, DriftDecision, DriftPolicy, decide
+from detectors.drift_decision import BoolArray, DriftPolicy, decide
 from detectors.drift_statistics import DriftStatistic, FloatArray, compute_statistics_by_feature
 from detectors.reference import CONFIDENCE_ITEM, FeatureReference, Reference
 from driftline.drift_config import DriftConfig
@@ -82,6 +83,10 @@ class ReferenceComparison:
                 self.skipped.append(CONFIDENCE_ITEM)
         self.item_references = tuple(items)
         self.items = tuple(item.name for item in items)
+        self.reference_samples = np.array([sum(item.counts) for item in items], dtype=np.int64)
+        self.reference_bins = np.array(
+            [np.count_nonzero(item.counts) for item in items], dtype=np.int64
+        )
         self.feature_count = len(reference.features)
         self._unordered = self._groups(range(len(items)), ordered=False)
         self._ordered = self._groups(
@@ -179,6 +184,7 @@ def policy_for(
         false_discovery_rate=config.false_discovery_rate,
         require_both_windows=config.require_both_windows,
         per_feature_thresholds={k: v for k, v in thresholds.items() if k in items},
+        psi_noise_tail_probability=config.psi_noise_tail_probability,
     )
     return policy, sorted(set(thresholds) - items)
 
@@ -188,8 +194,10 @@ class SeriesDrift:
     """The verdict for one series at one tick; arrays follow :attr:`items`.
 
     ``drifted`` and ``nodata`` are the policy's decision (both windows or either, as configured);
-    ``window_drifted`` holds each window's verdict on its own. ``drift_share`` is the share of
-    the *features* (not the outputs) with data that drifted (``nan`` when none has data).
+    ``window_drifted`` holds each window's verdict on its own. ``windows`` and ``window_drifted``
+    are keyed ``"fast"`` (when evaluated), ``"short"``, ``"long"``, in that order. ``drift_share``
+    is the share of the *features* (not the outputs) with data that drifted (``nan`` when none
+    has data).
     """
 
     items: tuple[str, ...]
@@ -205,33 +213,34 @@ def evaluate_series(
     policy: DriftPolicy,
     short: WindowStatistics,
     long: WindowStatistics,
+    fast: WindowStatistics | None = None,
 ) -> SeriesDrift:
-    """Decide every item of one series: one Benjamini-Hochberg family for all of them."""
-    items = comparison.items
-    decision = _decide(policy, items, short, long)
-    alone = dataclasses.replace(policy, require_both_windows=True)
+    """Decide every item of one series: one Benjamini-Hochberg family per window."""
+    decision = decide(
+        policy,
+        comparison.items,
+        short.statistics,
+        long.statistics,
+        short.samples,
+        long.samples,
+        statistics_fast=None if fast is None else fast.statistics,
+        samples_fast=None if fast is None else fast.samples,
+        reference_samples=comparison.reference_samples,
+        reference_bins=comparison.reference_bins,
+    )
     features = slice(0, comparison.feature_count)
     with_data = int(np.count_nonzero(~decision.nodata[features]))
     drift_share = (
         float(np.count_nonzero(decision.drifted[features])) / with_data if with_data else math.nan
     )
+    windows = {"short": short, "long": long}
+    if fast is not None:
+        windows = {"fast": fast, **windows}
     return SeriesDrift(
-        items=items,
-        windows={"short": short, "long": long},
+        items=comparison.items,
+        windows=windows,
         drifted=decision.drifted,
         nodata=decision.nodata,
-        window_drifted={
-            "short": _decide(alone, items, short, short).drifted,
-            "long": _decide(alone, items, long, long).drifted,
-        },
+        window_drifted=decision.window_drifted,
         drift_share=drift_share,
     )
-
-
-def _decide(
-    policy: DriftPolicy,
-    names: Sequence[str],
-    short: WindowStatistics,
-    long: WindowStatistics,
-) -> DriftDecision:
-    return decide(policy, names, short.statistics, long.statistics, short.samples, long.samples)

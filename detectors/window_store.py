@@ -34,10 +34,12 @@ __all__ = [
     "SHADOW_INDEX_LIMIT",
     "Applied",
     "ApplyResult",
+    "BucketRun",
     "Conflict",
     "KeySchema",
     "StateLost",
     "WindowStore",
+    "bucket_runs",
 ]
 
 SHADOW_INDEX_LIMIT = 100_000
@@ -75,6 +77,36 @@ class StateLost:
 
 
 ApplyResult = Applied | Conflict | StateLost
+
+
+@dataclass(frozen=True)
+class BucketRun:
+    """The windows read from one bucket width, and how to read each bucket once.
+
+    ``starts`` are the buckets of the longest of them, newest first. Windows of one width end at
+    the same newest bucket, so each is the sum of the first ``count`` of these: ``windows`` holds
+    ``(count, position in the request)`` per window, shortest first. Summing ``starts`` in order
+    and keeping a copy of the running sum at each count reads and adds every bucket once (the
+    drift fast window costs no read the short window does not already make).
+    """
+
+    width_ms: int
+    starts: list[int]
+    windows: list[tuple[int, int]]
+
+
+def bucket_runs(layout: WindowLayout, windows_ms: Sequence[int], now_ms: int) -> list[BucketRun]:
+    """The :class:`BucketRun` of each bucket width the windows ``windows_ms`` read."""
+    by_width: dict[int, list[tuple[int, int]]] = {}
+    for position, window_ms in enumerate(windows_ms):
+        count = len(layout.bucket_starts(window_ms, now_ms))
+        by_width.setdefault(layout.width_for(window_ms), []).append((count, position))
+    runs = []
+    for width_ms, windows in by_width.items():
+        windows.sort()
+        longest_ms = max(windows_ms[position] for _, position in windows)
+        runs.append(BucketRun(width_ms, layout.bucket_starts(longest_ms, now_ms), windows))
+    return runs
 
 
 @dataclass(frozen=True)

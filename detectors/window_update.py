@@ -48,6 +48,7 @@ class WindowLayout:
     Buckets of ``bucket_ms`` serve windows shorter than ``rollup_threshold_ms``; rollups of
     ``rollup_ms`` serve the others, so a one-hour window is 60 reads, not 360. Each level keeps
     its keys for as long as the longest window it serves, plus one bucket and the late tolerance.
+    ``fast_ms`` is the drift-only fast window (``drift.fast_window_seconds``; 0: none).
     """
 
     bucket_ms: int = 10_000
@@ -55,6 +56,13 @@ class WindowLayout:
     short_ms: int = 300_000
     long_ms: int = 3_600_000
     late_tolerance_ms: int = 0
+    fast_ms: int = 0
+
+    @property
+    def windows_ms(self) -> tuple[int, ...]:
+        """Every window read from this layout: the fast one (if any), short and long."""
+        fast = (self.fast_ms,) if self.fast_ms else ()
+        return (*fast, self.short_ms, self.long_ms)
 
     @property
     def rollup_threshold_ms(self) -> int:
@@ -65,7 +73,7 @@ class WindowLayout:
         return self.rollup_ms if window_ms >= self.rollup_threshold_ms else self.bucket_ms
 
     def retention_ms(self, width_ms: int) -> int:
-        served = [w for w in (self.short_ms, self.long_ms) if self.width_for(w) == width_ms]
+        served = [w for w in self.windows_ms if self.width_for(w) == width_ms]
         return (max(served) if served else 0) + width_ms + self.late_tolerance_ms
 
     def bucket_starts(self, window_ms: int, now_ms: int) -> list[int]:
@@ -85,7 +93,7 @@ class WindowLayout:
         Only the levels that serve a window count: with every window read from buckets, the
         rollups (written all the same) keep nothing a window needs.
         """
-        serving = {self.width_for(window_ms) for window_ms in (self.short_ms, self.long_ms)}
+        serving = {self.width_for(window_ms) for window_ms in self.windows_ms}
         return now_ms - max(self.retention_ms(width) - width for width in serving)
 
 

@@ -76,6 +76,7 @@ def layout_from_config(config: Config) -> Any:
         short_ms=windows.short_seconds * 1000,
         long_ms=windows.long_seconds * 1000,
         late_tolerance_ms=config.consumer.late_tolerance_seconds * 1000,
+        fast_ms=config.drift.fast_window_seconds * 1000,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, Self
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from driftline.alerting_config import AlertingConfig, RuleList
 from driftline.drift_config import DriftConfig
@@ -167,9 +167,15 @@ class Config(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     rules: RuleList = Field(default_factory=list)
     alerting: AlertingConfig = AlertingConfig()
-    drift: DriftConfig = Field(default_factory=DriftConfig)
+    drift: DriftConfig = Field(default_factory=DriftConfig, validate_default=True)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+
+    @field_validator("drift")
+    @classmethod
+    def _fit_fast_window(cls, drift: DriftConfig, info: ValidationInfo) -> DriftConfig:
+        windows = info.data.get("windows")  # absent when the windows section itself is invalid
+        return drift if windows is None else drift.fitted_to(windows)
 
     def model(self, name: str) -> ModelConfig:
         """The model's configuration; an unconfigured model gets the defaults."""

@@ -14,14 +14,21 @@ Defaults, and why (measured by ``bench/detection.py`` and ``tests/unit/test_back
 * either window may raise drift (``require_both_windows: false``): waiting for a one-hour long
   window to agree delays a half-standard-deviation shift from 190 s to 38 minutes, while at
   1,000 events/s the short window alone raises no false alarm in a simulated day. A feature
-  stays drifted until both windows have cleared, so the long window still damps flapping.
+  stays drifted until every window has cleared, so the long window still damps flapping;
+* a third, fast window of 30 s (``fast_window_seconds``), read from the same buckets, raises
+  drift like the short one: a large shift no longer waits for most of a 5-minute window to
+  fill. It is judged by the same test and floor, and the PSI floor rises where a window is thin
+  (``psi_noise_tail_probability``), so the fast window does not cry wolf at low traffic either.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import TYPE_CHECKING, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from driftline.config import WindowsConfig
 
 __all__ = ["DriftConfig", "DriftModelConfig", "StatisticName"]
 
@@ -59,6 +66,22 @@ class DriftConfig(_Strict):
     minimum_samples: int = Field(500, ge=1)
     false_discovery_rate: float = Field(0.01, gt=0, lt=1)
     require_both_windows: bool = False
+    fast_window_seconds: int = Field(
+        30,
+        ge=0,
+        description="A third drift window, judged with the short and long ones: a multiple of "
+        "windows.bucket_seconds shorter than windows.short_seconds; 0 disables it. The default "
+        "turns itself off where 30 s does not fit the windows; a set value that does not fit "
+        "is an error.",
+    )
+    psi_noise_tail_probability: float | None = Field(
+        1e-9,
+        gt=0,
+        lt=1,
+        description="In a window of n samples the PSI floor rises to the PSI that n draws from "
+        "the reference itself exceed with this probability (thin windows cannot raise drift); "
+        "null keeps the floor fixed.",
+    )
     per_feature_thresholds: dict[str, float] = Field(
         default_factory=dict,
         description="Feature -> threshold of the distance statistic, for every model that has "
@@ -95,8 +118,29 @@ class DriftConfig(_Strict):
             false_discovery_rate=self.false_discovery_rate,
             require_both_windows=self.require_both_windows,
             per_feature_thresholds=thresholds,
+            psi_noise_tail_probability=self.psi_noise_tail_probability,
         )
         return self
+
+    def fitted_to(self, windows: WindowsConfig) -> Self:
+        """This section with its fast window checked against ``windows`` (``Config`` calls it).
+
+        A set ``fast_window_seconds`` that is not a multiple of ``bucket_seconds`` shorter than
+        ``short_seconds`` is an error; the default, where it does not fit (a short window of
+        30 s or less, buckets that do not divide 30 s), becomes 0: no fast window.
+        """
+        seconds = self.fast_window_seconds
+        if seconds == 0 or (
+            seconds % windows.bucket_seconds == 0 and seconds < windows.short_seconds
+        ):
+            return self
+        if "fast_window_seconds" not in self.model_fields_set:
+            return self.model_copy(update={"fast_window_seconds": 0})
+        raise ValueError(
+            f"fast_window_seconds ({seconds}) must be a multiple of windows.bucket_seconds "
+            f"({windows.bucket_seconds}) and shorter than windows.short_seconds "
+            f"({windows.short_seconds}); 0 disables the fast window"
+        )
 
     def thresholds_for(self, model: str) -> dict[str, float]:
         """Per-feature thresholds of ``model``: the global ones, then the model's own."""

@@ -22,8 +22,9 @@ alerting/metric_names.py; tests/unit/test_references.py fails when they differ. 
 `driftline evaluate` serves these on `/metrics` (`evaluator.metrics_host:metrics_port`, default
 127.0.0.1:18000); every family is always listed, with samples once there is something to say.
 Common labels: `model`, `version`, `deployment` (`stable`, `canary`, `shadow`), `segment` (`""`
-for all traffic of the version, else `attribute=value`), `window` (`short`, `long`). Label sets
-per metric are capped by `evaluator.max_series`; what the cap leaves out is counted in
+for all traffic of the version, else `attribute=value`), `window` (`short`, `long`; drift figures
+also `fast`, see `drift.fast_window_seconds`). Label sets per metric are capped by
+`evaluator.max_series`; what the cap leaves out is counted in
 `driftline_metrics_series_dropped`. Meaning in depth: docs/alerting.md, docs/drift.md,
 docs/quality.md; dashboards: docs/operations.md.
 """

@@ -367,7 +367,8 @@ def model_page() -> Panel:
             (f"{by_feature} (driftline_drifted{{{SERIES}}})", ""),
         ], rename={"Value #A": "PSI", "Value #B": "p-value", "Value #C": "drifted"}, width=16,
             description="PSI and chi-square p-value per feature (@prediction and @confidence "
-                        "too); drifted = the drift policy's verdict over both windows."),
+                        "too); drifted = the drift policy's verdict over all its windows "
+                        "(fast, short, long)."),
         state_timeline("Drifted features", f"max by (version, feature) "
                        f"(driftline_drifted{{{SERIES}}})", "{{version}} {{feature}}"),
         timeseries("PSI per feature",

@@ -18,6 +18,7 @@ from detectors.window_store import (
     Conflict,
     StateLost,
     WindowStore,
+    bucket_runs,
 )
 from detectors.window_update import WindowLayout, WindowUpdate
 
@@ -171,14 +172,17 @@ class MemoryWindowStore(WindowStore):
         self, model: str, windows_ms: Sequence[int], now_ms: int
     ) -> list[dict[str, int]]:
         self._expire(self.clock())
-        windows = []
-        for window_ms in windows_ms:
-            width = self.layout.width_for(window_ms)
+        windows: list[dict[str, int]] = [{} for _ in windows_ms]
+        for run in bucket_runs(self.layout, windows_ms, now_ms):
             summed: dict[str, int] = {}
-            for start in self.layout.bucket_starts(window_ms, now_ms):
-                for name, value in self._buckets.get((model, width, start), {}).items():
-                    summed[name] = summed.get(name, 0) + value
-            windows.append(summed)
+            done = 0
+            for index, (count, position) in enumerate(run.windows, start=1):
+                for start in run.starts[done:count]:
+                    for name, value in self._buckets.get((model, run.width_ms, start), {}).items():
+                        summed[name] = summed.get(name, 0) + value
+                done = count
+                # The longest window takes the running sum itself; shorter ones a copy.
+                windows[position] = summed if index == len(run.windows) else dict(summed)
         return windows
 
     def read_bucket_fields(

@@ -22,6 +22,7 @@ from detectors.window_store import (
     KeySchema,
     StateLost,
     WindowStore,
+    bucket_runs,
 )
 from detectors.window_update import WindowLayout, WindowUpdate
 
@@ -239,24 +240,25 @@ class RedisWindowStore(WindowStore):
     def read_windows(
         self, model: str, windows_ms: Sequence[int], now_ms: int
     ) -> list[dict[str, int]]:
+        runs = bucket_runs(self.layout, windows_ms, now_ms)
         pipeline = self.client.pipeline(transaction=False)
-        spans = []
-        for window_ms in windows_ms:
-            width = self.layout.width_for(window_ms)
-            starts = self.layout.bucket_starts(window_ms, now_ms)
-            for start in starts:
-                pipeline.hgetall(self.keys.bucket(model, width, start))
-            spans.append(len(starts))
+        for run in runs:
+            for start in run.starts:
+                pipeline.hgetall(self.keys.bucket(model, run.width_ms, start))
         replies: list[dict[str, str]] = pipeline.execute()
-        windows = []
-        position = 0
-        for count in spans:
+        windows: list[dict[str, int]] = [{} for _ in windows_ms]
+        first = 0
+        for run in runs:
             summed: dict[str, int] = {}
-            for reply in replies[position : position + count]:
-                for name, value in reply.items():
-                    summed[name] = summed.get(name, 0) + int(value)
-            windows.append(summed)
-            position += count
+            done = 0
+            for index, (count, position) in enumerate(run.windows, start=1):
+                for reply in replies[first + done : first + count]:
+                    for name, value in reply.items():
+                        summed[name] = summed.get(name, 0) + int(value)
+                done = count
+                # The longest window takes the running sum itself; shorter ones a copy.
+                windows[position] = summed if index == len(run.windows) else dict(summed)
+            first += len(run.starts)
         return windows
 
     def read_bucket_fields(

@@ -199,3 +199,7 @@ def test_live_path_and_backtest_report_the_same_drift_transitions(
             assert (feature, "drifted", segment) in states
             assert (feature, "ok", segment) in states
     assert {t.feature for t in live} == {"f0", "f1"}
+    # The drift fast window (drift.fast_window_seconds, 30 s by default) is evaluated on both
+    # sides: it raises every drift, the long window clears it.
+    assert config.drift.fast_window_seconds == 30
+    assert {(t.state, t.window) for t in live} == {("drifted", "fast"), ("ok", "long")}

@@ -30,6 +30,7 @@ from driftline.synthetic import TrafficSpec, synthetic_events
 
 START_MS = 1_700_000_000_000
 SHORT_WINDOW_MS = Config().windows.short_seconds * 1000
+FAST_WINDOW_MS = Config().drift.fast_window_seconds * 1000
 _encoder = msgspec.json.Encoder()
 
 
@@ -143,8 +144,9 @@ def test_half_sigma_shift_in_three_of_twenty_features_is_caught_for_exactly_thos
     first = drifted(transitions)
     assert sorted(first) == ["f0", "f1", "f2"]
     assert all(t.state == "drifted" for t in transitions), "nothing cleared"
+    # The issue asks for one short window (5 min); the 30 s fast window raises within its length.
     for feature, at_ms in first.items():
-        assert change_ms < at_ms <= change_ms + SHORT_WINDOW_MS, feature
+        assert change_ms < at_ms <= change_ms + FAST_WINDOW_MS, feature
     for transition in transitions:
         assert (transition.model, transition.version, transition.deployment) == (
             "fraud",
@@ -154,7 +156,7 @@ def test_half_sigma_shift_in_three_of_twenty_features_is_caught_for_exactly_thos
         assert transition.segment is None
         assert transition.stat == "psi" and transition.threshold == 0.1
         assert transition.value is not None and transition.value >= 0.1
-        assert transition.window == "short"
+        assert transition.window == "fast"
 
 
 def test_stationary_stream_of_half_a_million_events_raises_nothing(
@@ -173,6 +175,8 @@ def test_stationary_stream_of_half_a_million_events_raises_nothing(
         assert snapshot.value(names.DRIFTED, **series, feature=item) == 0, item
         short = snapshot.value(names.DRIFT_SAMPLES, **series, window="short", feature=item)
         assert short == 145_000  # the 290 s of events before the last tick
+        fast = snapshot.value(names.DRIFT_SAMPLES, **series, window="fast", feature=item)
+        assert fast == 10_000  # 20 s: the fast window's newest bucket starts at the last tick
     assert snapshot.value(names.DRIFT_SHARE, **series) == 0.0
 
 
@@ -217,7 +221,7 @@ def test_categorical_frequency_shift_is_caught() -> None:
 
     first = drifted(transitions)
     assert list(first) == ["country"]
-    assert change_ms < first["country"] <= change_ms + SHORT_WINDOW_MS
+    assert change_ms < first["country"] <= change_ms + FAST_WINDOW_MS
 
 
 def test_missing_value_surge_is_caught() -> None:
@@ -261,11 +265,11 @@ def test_missing_value_surge_is_caught() -> None:
 
     first = drifted(transitions)
     assert list(first) == ["amount"]
-    assert change_ms < first["amount"] <= change_ms + SHORT_WINDOW_MS
+    assert change_ms < first["amount"] <= change_ms + FAST_WINDOW_MS
 
 
 def test_a_drift_clears_once_both_windows_are_back_to_normal(small_reference: Reference) -> None:
-    """Either window raises drift (the default); it clears only when both windows have."""
+    """Any window raises drift (the default; the fast one first); it clears only when all have."""
     shifted_ms = START_MS + 360_000
     back_ms = shifted_ms + 360_000
     lines = [
@@ -287,7 +291,7 @@ def test_a_drift_clears_once_both_windows_are_back_to_normal(small_reference: Re
 
     assert [(t.feature, t.state) for t in transitions] == [("f0", "drifted"), ("f0", "ok")]
     raised, cleared = transitions
-    assert raised.window == "short" and shifted_ms < raised.at_ms <= shifted_ms + SHORT_WINDOW_MS
+    assert raised.window == "fast" and shifted_ms < raised.at_ms <= shifted_ms + FAST_WINDOW_MS
     # The long window (one hour) holds the shifted six minutes until their share is small.
     assert cleared.window == "long" and cleared.at_ms > back_ms + SHORT_WINDOW_MS
 
