@@ -126,6 +126,7 @@ _numeric_features_decoder = msgspec.json.Decoder(
     Annotated[dict[str, float | None], msgspec.Meta(max_length=512)]
 )
 _encoder = msgspec.json.Encoder()
+_well_formed = msgspec.json.Decoder()
 
 _Decoded = TypeVar("_Decoded")
 
@@ -179,6 +180,14 @@ def _decode(
     try:
         return decoder.decode(raw)
     except msgspec.ValidationError as error:
+        # msgspec validates while it parses, so malformed JSON can fail validation first (a
+        # random byte string starting with a digit is "not an object"): malformed wins.
+        try:
+            _well_formed.decode(raw)
+        except msgspec.DecodeError as malformed:
+            # 1e999 is well-formed JSON that overflows a double: that stays non_finite.
+            if not str(malformed).startswith("Number out of range"):
+                return InvalidEvent(InvalidReason.BAD_JSON, str(malformed))
         detail = str(error)
         return InvalidEvent(_validation_reason(detail), detail)
     except msgspec.DecodeError as error:
