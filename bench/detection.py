@@ -41,7 +41,7 @@ one evaluator tick with full windows, with and without the fast window.
 Prints one JSON object. ``--quick`` shortens the days to 2 hours and skips KSWIN's false-alarm
 run; the default run takes about 10 minutes on 2 cores, ``--quick`` about 3.
 
-    python bench/detection.py [--quick] [--seed 7] [--tick-seconds 5]
+    python bench/detection.py [--quick] [--seed 7] [--tick-seconds 5] [--set KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from scipy import stats
 
 REPO = Path(__file__).resolve().parent.parent
@@ -580,12 +581,28 @@ def main() -> None:
         default=None,
         help="evaluator tick in event time (default: the config's, 5 s); every scenario uses it",
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config setting for every scenario, e.g. windows.bucket_seconds=1 (repeatable)",
+    )
     arguments = parser.parse_args()
     started = time.perf_counter()
     settings: dict[str, Any] = {}
     if arguments.tick_seconds is not None:
         settings["evaluator"] = {"tick_seconds": arguments.tick_seconds}
+    for setting in arguments.set:
+        key, _, value = setting.partition("=")
+        *sections, name = key.split(".")
+        section = settings
+        for part in sections:
+            section = section.setdefault(part, {})
+        section[name] = yaml.safe_load(value)
     config = parse_config(settings)
+    if config.evaluator.tick_seconds > config.windows.bucket_seconds:
+        parser.error("each tick's events go into one bucket: the tick must not exceed a bucket")
     scenarios = [
         *(_abrupt(size, count) for size in (0.25, 0.5, 1.0) for count in (1, 5)),
         _gradual(),
@@ -618,7 +635,7 @@ def main() -> None:
             2 * half_s,
             0.0,
             LOW_TRAFFIC_PER_S,
-            {**settings, "drift": drift},
+            {**settings, "drift": {**settings.get("drift", {}), **drift}},
         )
         for name, drift in (
             ("defaults", {}),
@@ -701,6 +718,7 @@ def main() -> None:
         "bench": "detection",
         "quick": arguments.quick,
         "seed": arguments.seed,
+        "settings": settings,
         "rate_per_s": RATE_PER_S,
         "features": FEATURES,
         "driftline_defaults": config.drift.model_dump(

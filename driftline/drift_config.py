@@ -70,9 +70,8 @@ class DriftConfig(_Strict):
         30,
         ge=0,
         description="A third drift window, judged with the short and long ones: a multiple of "
-        "windows.bucket_seconds shorter than windows.short_seconds; 0 disables it. The default "
-        "turns itself off where 30 s does not fit the windows; a set value that does not fit "
-        "is an error.",
+        "windows.bucket_seconds shorter than windows.short_seconds; 0 disables it, and so does "
+        "a value that does not fit the windows.",
     )
     psi_noise_tail_probability: float | None = Field(
         1e-9,
@@ -123,24 +122,18 @@ class DriftConfig(_Strict):
         return self
 
     def fitted_to(self, windows: WindowsConfig) -> Self:
-        """This section with its fast window checked against ``windows`` (``Config`` calls it).
+        """This section with its fast window fitted to ``windows`` (``Config`` calls it).
 
-        A set ``fast_window_seconds`` that is not a multiple of ``bucket_seconds`` shorter than
-        ``short_seconds`` is an error; the default, where it does not fit (a short window of
-        30 s or less, buckets that do not divide 30 s), becomes 0: no fast window.
+        A fast window that is not a multiple of ``bucket_seconds`` shorter than
+        ``short_seconds`` is turned off (0), never an error: a config written back with all its
+        defaults (``model_dump``) must load again under any windows.
         """
         seconds = self.fast_window_seconds
         if seconds == 0 or (
             seconds % windows.bucket_seconds == 0 and seconds < windows.short_seconds
         ):
             return self
-        if "fast_window_seconds" not in self.model_fields_set:
-            return self.model_copy(update={"fast_window_seconds": 0})
-        raise ValueError(
-            f"fast_window_seconds ({seconds}) must be a multiple of windows.bucket_seconds "
-            f"({windows.bucket_seconds}) and shorter than windows.short_seconds "
-            f"({windows.short_seconds}); 0 disables the fast window"
-        )
+        return self.model_copy(update={"fast_window_seconds": 0})
 
     def thresholds_for(self, model: str) -> dict[str, float]:
         """Per-feature thresholds of ``model``: the global ones, then the model's own."""
