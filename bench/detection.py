@@ -685,9 +685,16 @@ def main() -> None:
     }
     thin = {name: part.result() for name, part in thin_days.items()}
     thin_hours = 2 * half_s / 3600
+    fast_s, bucket_s = config.drift.fast_window_seconds, config.windows.bucket_seconds
+    fast_events = (LOW_TRAFFIC_PER_S * (fast_s - bucket_s), LOW_TRAFFIC_PER_S * fast_s)
     results["low_traffic_day"] = {
-        "description": f"{thin_hours:g} h stationary at {LOW_TRAFFIC_PER_S:g} events/s: the fast "
-        "window holds 500-750 events, right at minimum_samples",
+        "description": f"{thin_hours:g} h stationary at {LOW_TRAFFIC_PER_S:g} events/s: "
+        + (
+            f"the fast window holds {fast_events[0]:g}-{fast_events[1]:g} events "
+            f"(minimum_samples {config.drift.minimum_samples})"
+            if fast_s
+            else "no fast window"
+        ),
         **{
             name: {
                 "alarms": part["alarms"],
