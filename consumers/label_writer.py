@@ -14,7 +14,6 @@ store, not this cache, decides, so nothing is counted twice.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -24,7 +23,7 @@ import numpy as np
 
 from consumers.exceptions import StoreStateLost
 from consumers.label_batching import RefusedLabel
-from consumers.window_writer import INVALID_EVENTS_MODEL
+from consumers.window_writer import INVALID_EVENTS_MODEL, with_known_offsets
 from detectors.label_update import LABELS_CHECKPOINT_SPACE, LabelBatch, build_label_update
 from detectors.window_store import Applied, ApplyResult, Conflict, StateLost, WindowStore
 from detectors.window_update import WindowUpdate, partition_ranges
@@ -142,13 +141,7 @@ class LabelWriter:
         return cached
 
     def _with_known(self, update: WindowUpdate) -> WindowUpdate:
-        """Tell the store what this writer knows was applied, so it can detect lost state."""
-        cached = self._checkpoints[update.model]
-        update.ranges = [
-            dataclasses.replace(span, known_applied_offset=cached.get(span.partition, -1))
-            for span in update.ranges
-        ]
-        return update
+        return with_known_offsets(update, self._checkpoints[update.model])
 
     def _record(self, update: WindowUpdate, result: ApplyResult) -> bool:
         """Remember the checkpoints a result reveals; true when the update was written."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +49,16 @@ class RefusedAt:
     partition: int
     offset: int
     refused: RefusedMessage
+
+
+def with_known_offsets(update: WindowUpdate, known: Mapping[int, int]) -> WindowUpdate:
+    """Tell the store what the writer knows was applied (``known``: partition -> offset), so the
+    store can detect lost state; shared by the events and the labels writer."""
+    update.ranges = [
+        dataclasses.replace(span, known_applied_offset=known.get(span.partition, -1))
+        for span in update.ranges
+    ]
+    return update
 
 
 class WindowWriter:
@@ -148,13 +158,7 @@ class WindowWriter:
         return self._record(update, self.store.apply(update))
 
     def _with_known_offsets(self, update: WindowUpdate) -> WindowUpdate:
-        """Tell the store what this writer knows was applied, so it can detect lost state."""
-        cached = self._checkpoints[update.model]
-        update.ranges = [
-            dataclasses.replace(span, known_applied_offset=cached.get(span.partition, -1))
-            for span in update.ranges
-        ]
-        return update
+        return with_known_offsets(update, self._checkpoints[update.model])
 
     def _record(self, update: WindowUpdate, result: ApplyResult) -> bool:
         """Remember the checkpoints a result reveals; true when the update was written."""
