@@ -15,9 +15,10 @@ Steps 2 to 4 are ``consumers.batch_applier``, which the Faust runtime (``consume
 runs too, so the two runtimes cannot disagree about what a batch does to the windows.
 
 Auto-commit is off. On assignment (cooperative-sticky, so ``incremental_assign``) each partition
-resumes from the later of Kafka's committed offset and the store's resume hint; if Kafka has a
-commit but the store has no hint, the store lost its state, and the partition seeks back one long
-window by timestamp to rebuild it. SIGTERM (``stop()``) finishes the batch, commits synchronously
+resumes from the later of Kafka's committed offset and the store's resume hint (a hint ahead of
+the commit is committed too, since the state covers it); if Kafka has a commit but the store has
+no hint, the store lost its state, and the partition seeks back one long window by timestamp to
+rebuild it. SIGTERM (``stop()``) finishes the batch, commits synchronously
 and leaves the group.
 """
 
@@ -223,6 +224,10 @@ class EventConsumer:
             hint = hints.get(assigned.partition)
             if hint is not None:
                 assigned.offset = max(hint, kafka_offset or 0)
+                if hint > (kafka_offset or 0):
+                    # The previous owner applied these but died before committing: commit them
+                    # now (when idle), or with no new messages the group's lag never clears.
+                    self._applied_next_offsets[assigned.partition] = hint
             elif kafka_offset is not None:
                 rebuild.append((assigned, kafka_offset))
             else:

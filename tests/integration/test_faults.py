@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from confluent_kafka import Consumer, TopicPartition
 
 from consumers.batching import BatchAssembler
 from consumers.kafka_consumer import binning_from_config
@@ -24,6 +25,8 @@ from driftline.config import Config
 from driftline.synthetic import TrafficSpec, synthetic_events
 from tests.conftest import (
     REPO,
+    committed_offsets,
+    end_offsets,
     produce,
     start_consumer,
     wait_for_log,
@@ -82,7 +85,9 @@ def test_twenty_random_sigkills_lose_and_double_count_nothing(
         while applied() == before:
             assert time.monotonic() < deadline, f"no progress after {kills} kills"
             time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.3))
+        # A 200-event batch takes a few milliseconds, so 0-50 ms still lands anywhere in the
+        # checkpoint order while leaving events for all twenty kills on a fast machine.
+        time.sleep(rng.uniform(0.0, 0.05))
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         kills += 1
@@ -143,6 +148,60 @@ def test_rebalances_while_producing_lose_nothing(
     assert [process.wait(60) for process in consumers] == [0] * len(consumers)
     for model in models:
         assert store.totals(model) == {"v1|stable||events": 6000}, model
+
+
+def test_commit_lost_with_its_consumer_is_made_by_the_next_owner(
+    runtime: str,
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A consumer applied batches to the store and died before committing them to Kafka: the
+    next owner resumes from the store's hint, and must also commit it while no new message
+    comes, or the group's lag would never clear."""
+    config = stack_config(partitions=2, consumer={"batch_size": 500})
+    config_path = write_config(config, tmp_path)
+    now_ms = int(time.time() * 1000)
+    values = [
+        raw
+        for raw, _ in synthetic_events(
+            TrafficSpec("fraud", "v1", feature_count=2),
+            3000,
+            start_ms=now_ms - 60_000,
+            rate_per_s=100,
+            seed=1,
+        )
+    ]
+    produce(kafka_bootstrap, config.topics.events, values, [b"a", b"b"] * 1500)
+    topic, group = config.topics.events, config.kafka.group_id
+    ends = end_offsets(kafka_bootstrap, topic, 2)
+
+    consumer = start_consumer(config_path, runtime=runtime)
+    wait_until_committed(kafka_bootstrap, group, topic, 2)
+    wait_for_log(consumer, "assigned")
+    consumer.send_signal(signal.SIGTERM)
+    assert consumer.wait(60) == 0
+
+    # What the dead consumer left: the store holds everything, Kafka's commit lags behind.
+    rewinder = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    try:
+        rewinder.commit(
+            offsets=[TopicPartition(topic, p, end // 3) for p, end in enumerate(ends)],
+            asynchronous=False,
+        )
+    finally:
+        rewinder.close()
+    assert committed_offsets(kafka_bootstrap, group, topic, 2) == [end // 3 for end in ends]
+
+    consumer = start_consumer(config_path, runtime=runtime)
+    wait_until_committed(kafka_bootstrap, group, topic, 2, timeout_s=60)
+    consumer.send_signal(signal.SIGTERM)
+    assert consumer.wait(60) == 0
+    store = RedisWindowStore(
+        redis_client, layout_from_config(config), KeySchema(config.redis.key_prefix)
+    )
+    assert store.totals("fraud") == {"v1|stable||events": 3000}
 
 
 @pytest.mark.parametrize("consumer_running", [False, True], ids=["restarted", "running"])
