@@ -28,13 +28,14 @@ import logging
 import threading
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Literal
+from http.server import ThreadingHTTPServer
+from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerting.json_http import JsonRequestHandler
 from alerting.rollout_gate import RolloutGate, VerdictRequestError
 from alerting.rollout_verdict import Verdict
 from alerting.webhook_receiver import authenticated
@@ -132,30 +133,9 @@ class GateServer(ThreadingHTTPServer):
             )
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonRequestHandler):
     server: GateServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _answer(self, status: int, body: Mapping[str, Any], close: bool = False) -> None:
-        data = json.dumps(body, allow_nan=False).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _refuse(self, status: HTTPStatus, message: str, close: bool = False) -> None:
-        log.info("gate: %d %s", status.value, message)
-        self._answer(status.value, {"error": message}, close=close)
-
-    def _headers(self) -> dict[str, str]:
-        return {name: value for name, value in self.headers.items()}
+    log_name = "gate"
 
     def _verdict(self, parameters: Mapping[str, str]) -> Verdict | None:
         """The verdict, or None after answering why there is none."""
@@ -196,25 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
         if hook not in FLAGGER_HOOKS:
             self._refuse(HTTPStatus.NOT_FOUND, f"no such path: {path}", close=True)
             return
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required", close=True)
+        body = self._read_body(server.max_body_bytes)
+        if body is None:
             return
-        try:
-            length = int(length_header)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self._refuse(HTTPStatus.BAD_REQUEST, "bad Content-Length", close=True)
-            return
-        if length > server.max_body_bytes:
-            self._refuse(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"body over {server.max_body_bytes} bytes",
-                close=True,
-            )
-            return
-        body = self.rfile.read(length)
         payload = _flagger_payload(body)
         if not (
             authenticated(self._headers(), body, server.token, server.hmac_secret)

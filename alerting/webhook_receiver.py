@@ -29,12 +29,13 @@ import os
 import threading
 from collections.abc import Mapping
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerting.json_http import JsonRequestHandler
 from alerting.rollback_executor import RollbackExecutor, RollbackRequest
 from alerting.rollback_ledger import RollbackLedger
 from driftline.alerting_config import WebhookReceiverConfig
@@ -267,28 +268,13 @@ class WebhookReceiver:
         return result
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonRequestHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _answer(self, status: int, body: Mapping[str, Any], close: bool = False) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(data)
+    log_name = "webhook"
 
     def _refuse(self, status: HTTPStatus, message: str, close: bool = False) -> None:
         self.server.receiver.reject(status.value)
-        log.info("webhook: %d %s", status.value, message)
-        self._answer(status.value, {"error": message}, close=close)
+        super()._refuse(status, message, close)
 
     def do_GET(self) -> None:
         if self.path == "/-/healthy":
@@ -305,27 +291,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != PATH:
             self._refuse(HTTPStatus.NOT_FOUND, f"no such path: {self.path}", close=True)
             return
-        length_header = self.headers.get("Content-Length")
-        if length_header is None:
-            self._refuse(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required", close=True)
+        body = self._read_body(receiver.settings.max_body_bytes)
+        if body is None:
             return
-        try:
-            length = int(length_header)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self._refuse(HTTPStatus.BAD_REQUEST, "bad Content-Length", close=True)
-            return
-        if length > receiver.settings.max_body_bytes:
-            self._refuse(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"body over {receiver.settings.max_body_bytes} bytes",
-                close=True,
-            )
-            return
-        body = self.rfile.read(length)
-        headers = {name: value for name, value in self.headers.items()}
-        if not receiver.authenticated(headers, body):
+        if not receiver.authenticated(self._headers(), body):
             self._refuse(HTTPStatus.UNAUTHORIZED, "missing or wrong credentials")
             return
         try:

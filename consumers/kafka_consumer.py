@@ -62,6 +62,18 @@ def consumer_settings(config: Config) -> dict[str, Any]:
     }
 
 
+def without_errors(messages: list[Any]) -> list[Any]:
+    """The messages that carry data; errors other than end-of-partition are logged."""
+    good = []
+    for message in messages:
+        error = message.error()
+        if error is None:
+            good.append(message)
+        elif error.code() != KafkaError._PARTITION_EOF:
+            log.error("consume error: %s", error)
+    return good
+
+
 class EventConsumer:
     """Consumes the events topic into the window store until :meth:`stop` is called."""
 
@@ -157,13 +169,7 @@ class EventConsumer:
 
     def _process(self, messages: list[Any]) -> None:
         now_ms = self.clock_ms()
-        good = []
-        for message in messages:
-            error = message.error()
-            if error is None:
-                good.append(message)
-            elif error.code() != KafkaError._PARTITION_EOF:
-                log.error("consume error: %s", error)
+        good = without_errors(messages)
         if not good:
             return
         batch = RawBatch(

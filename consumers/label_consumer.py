@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, TopicPartition
 
-from consumers.kafka_consumer import EventConsumer
+from consumers.kafka_consumer import EventConsumer, without_errors
 from consumers.label_batching import LabelAssembler
 from consumers.label_writer import LabelWriter, RefusedLabelAt
 from detectors.window_store import WindowStore
@@ -67,13 +67,7 @@ class LabelConsumer(EventConsumer):
 
     def _process(self, messages: list[Any]) -> None:
         now_ms = self.clock_ms()
-        good = []
-        for message in messages:
-            error = message.error()
-            if error is None:
-                good.append(message)
-            elif error.code() != KafkaError._PARTITION_EOF:
-                log.error("consume error: %s", error)
+        good = without_errors(messages)
         if not good:
             return
         partitions = [m.partition() for m in good]

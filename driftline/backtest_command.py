@@ -47,7 +47,7 @@ def read_lines(path: Path) -> list[bytes]:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
     help="Labels JSONL (label-event schema), replayed at label time and joined with the "
-    "events; prints a {\"kind\": \"quality\"} line when a quality.thresholds line is crossed.",
+    'events; prints a {"kind": "quality"} line when a quality.thresholds line is crossed.',
 )
 @click.option(
     "--tick-seconds",

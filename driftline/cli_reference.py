@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import click
+
+from driftline.generated_reference import write_reference
 
 __all__ = ["render"]
 
@@ -86,14 +86,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the CLI reference.")
-    parser.add_argument("--write", type=Path, help="write here instead of stdout")
-    arguments = parser.parse_args(argv)
-    if arguments.write is None:
-        sys.stdout.write(render())
-    else:
-        arguments.write.write_text(render(), encoding="utf-8")
-    return 0
+    return write_reference(render, "Write the CLI reference.", argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ mapping of names; ``rules[].for`` for a list (a field's YAML name, i.e. its alia
 
 from __future__ import annotations
 
-import argparse
 import enum
 import json
 import sys
@@ -19,7 +18,6 @@ import types
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel
@@ -27,6 +25,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from driftline.config import Config
+from driftline.generated_reference import write_reference
 
 __all__ = ["ConfigKey", "config_keys", "render"]
 
@@ -38,6 +37,7 @@ class ConfigKey:
     default: str
     constraints: str
     description: str
+
 
 NOTES: dict[str, str] = {
     # Keys whose pydantic field carries no description (driftline/config.py is shared; the prose
@@ -86,8 +86,7 @@ NOTES: dict[str, str] = {
     "models": "Per-model settings, by model name. Unlisted models get the defaults.",
     "models.<name>.features": "Feature name -> `numeric` or `categorical` (default: inferred "
     "when the reference is built).",
-    "models.<name>.segments": "Segment attributes sliced on their own (never crossed), at most "
-    "8.",
+    "models.<name>.segments": "Segment attributes sliced on their own (never crossed), at most 8.",
     "models.<name>.stable_version": "The version a rollback goes back to (default: the one "
     "healthy most recently).",
     "models.<name>.labels": "Join labels and compute quality (docs/quality.md).",
@@ -123,8 +122,13 @@ def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> Iterator[C
     for name, info in model.model_fields.items():
         path = prefix + (info.alias or name)
         annotation = _unwrap(info.annotation)
-        yield ConfigKey(path, _type_name(annotation), _default(info), _constraints(info),
-                        _description(path, info, annotation))
+        yield ConfigKey(
+            path,
+            _type_name(annotation),
+            _default(info),
+            _constraints(info),
+            _description(path, info, annotation),
+        )
         yield from _nested(path, annotation)
 
 
@@ -217,8 +221,12 @@ def _description(path: str, info: FieldInfo, annotation: Any) -> str:
     text = info.description or NOTES.get(path, "")
     if not text:
         models = [a for a in _members(annotation) if _is_model(a)]
-        if len(models) == 1 and models[0].__doc__ and not models[0].__doc__.startswith(
-            models[0].__name__ + "("  # pydantic's generated docstring: no prose
+        if (
+            len(models) == 1
+            and models[0].__doc__
+            and not models[0].__doc__.startswith(
+                models[0].__name__ + "("  # pydantic's generated docstring: no prose
+            )
         ):
             text = models[0].__doc__.strip().split("\n\n")[0]
     return " ".join(text.split()).replace("|", "\\|")
@@ -253,21 +261,14 @@ def render() -> str:
         lines.append("|---|---|---|---|---|")
         for key in keys:
             default = f"`{key.default}`" if key.default else ""
-            lines.append(f"| `{key.path}` | {key.type} | {default} | {key.constraints} | "
-                         f"{key.description} |")
+            lines.append(
+                f"| `{key.path}` | {key.type} | {default} | {key.constraints} | {key.description} |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--write", type=Path, help="write here instead of stdout")
-    arguments = parser.parse_args(argv)
-    text = render()
-    if arguments.write is None:
-        sys.stdout.write(text)
-    else:
-        arguments.write.write_text(text, encoding="utf-8")
-    return 0
+    return write_reference(render, __doc__.split("\n\n")[0] if __doc__ else "", argv)
 
 
 if __name__ == "__main__":

@@ -288,8 +288,10 @@ def _start(name: str, arguments: list[str], run_dir: Path, env: Mapping[str, str
 def run_processes(config: Config, config_path: Path, run_dir: Path) -> Iterator[list[DemoProcess]]:
     """Run ``consume``, ``consume-labels``, ``evaluate`` and (its port free) ``webhook`` on
     ``config_path`` for the duration of the block; on exit, SIGTERM each and wait for it."""
-    env = {**os.environ, "DRIFTLINE_WEBHOOK_TOKEN": os.environ.get(
-        "DRIFTLINE_WEBHOOK_TOKEN", "dev-token")}
+    env = {
+        **os.environ,
+        "DRIFTLINE_WEBHOOK_TOKEN": os.environ.get("DRIFTLINE_WEBHOOK_TOKEN", "dev-token"),
+    }
     with_config = ["--config", str(config_path)]
     started = [
         _start("consume", ["consume", *with_config], run_dir, env),
@@ -356,8 +358,17 @@ def _value(metrics: Samples, name: str, **labels: str) -> float | None:
 def _view(watch: _Watch, traffic: LiveTraffic, phase: str) -> Group:
     metrics = watch.metrics
     windows = Table(title=f"driftline demo  t+{watch.elapsed():4.0f}s  {phase}", expand=False)
-    for column in ("model", "version", "deployment", "events/s", "p99 ms", "errors",
-                   "drift share", "precision", "labelled"):
+    for column in (
+        "model",
+        "version",
+        "deployment",
+        "events/s",
+        "p99 ms",
+        "errors",
+        "drift share",
+        "precision",
+        "labelled",
+    ):
         windows.add_column(column, justify="left" if column[0] in "mvd" else "right")
     for model, version, deployment, _ in DEMO_STREAMS:
         series = {"model": model, "version": version, "deployment": deployment, "segment": ""}
@@ -386,12 +397,13 @@ def _view(watch: _Watch, traffic: LiveTraffic, phase: str) -> Group:
     for (rule, model, version, segment), state in sorted(watch.states.items()):
         if state == "inactive":
             continue
-        alerts.add_row(rule, model, version, segment,
-                       f"[{colours.get(state, '')}]{state}[/]")
+        alerts.add_row(rule, model, version, segment, f"[{colours.get(state, '')}]{state}[/]")
     rolled = ", ".join(f"{m} -> {v}" for m, v in traffic.rolled_back.items()) or "none yet"
     footer = Table.grid()
-    footer.add_row(f"published {traffic.events_sent:,} events, {traffic.labels_sent:,} labels; "
-                   f"rolled back: {rolled}")
+    footer.add_row(
+        f"published {traffic.events_sent:,} events, {traffic.labels_sent:,} labels; "
+        f"rolled back: {rolled}"
+    )
     for line in watch.timeline[-8:]:
         footer.add_row(line)
     return Group(windows, alerts, footer)
@@ -450,8 +462,14 @@ def run_demo(
     ensure_topics(config)
     references = save_references(config, store)
     ledger = RedisRollbackLedger(store.client, AlertingKeys(config.redis.key_prefix))
-    action_key = next((action.key for action in config.alerting.rollback.actions
-                       if isinstance(action, RedisKeyActionConfig)), None)
+    action_key = next(
+        (
+            action.key
+            for action in config.alerting.rollback.actions
+            if isinstance(action, RedisKeyActionConfig)
+        ),
+        None,
+    )
 
     def active_version(model: str) -> str | None:
         value = None if action_key is None else store.client.get(action_key.format(model=model))
@@ -461,8 +479,9 @@ def run_demo(
         (model, version): LiveStream(_spec(model, version, deployment, latency), rate_per_s)
         for model, version, deployment, latency in DEMO_STREAMS
     }
-    traffic = LiveTraffic(config, list(streams.values()), run_id=run_id,
-                          active_version=active_version)
+    traffic = LiveTraffic(
+        config, list(streams.values()), run_id=run_id, active_version=active_version
+    )
     metrics_url = metrics_url or (
         f"http://{config.evaluator.metrics_host}:{config.evaluator.metrics_port}/metrics"
     )
@@ -472,8 +491,9 @@ def run_demo(
         f"each; drift references saved ({len(references)})",
         highlight=False,
     )
-    if not traffic_only and not port_free(config.evaluator.metrics_host,
-                                          config.evaluator.metrics_port):
+    if not traffic_only and not port_free(
+        config.evaluator.metrics_host, config.evaluator.metrics_port
+    ):
         raise click.ClickException(
             f"port {config.evaluator.metrics_port} is in use: stop what serves it (another "
             "`driftline evaluate`?) or set evaluator.metrics_port in --config"
@@ -485,8 +505,7 @@ def run_demo(
     calibrated = injected = False
     rolled_back_at: float | None = None
     running: contextlib.AbstractContextManager[list[DemoProcess]] = (
-        contextlib.nullcontext([]) if traffic_only else
-        run_processes(config, config_path, run_dir)
+        contextlib.nullcontext([]) if traffic_only else run_processes(config, config_path, run_dir)
     )
     with running as processes:
         names = ", ".join(p.name for p in processes) or "nothing (the deployment's processes)"
@@ -508,12 +527,15 @@ def run_demo(
                 elapsed = watch.elapsed()
                 if not calibrating and elapsed >= calibrate_at:
                     calibrating = _calibrate(config_path, run_dir)
-                if calibrating and not calibrated and all(
-                    p.poll() is not None for p in calibrating
+                if (
+                    calibrating
+                    and not calibrated
+                    and all(p.poll() is not None for p in calibrating)
                 ):
                     calibrated = True
-                    watch.note("froze each model's quality reference (driftline calibrate)",
-                               console, live)
+                    watch.note(
+                        "froze each model's quality reference (driftline calibrate)", console, live
+                    )
                 if not injected and elapsed >= inject_at:
                     injected = True
                     canary = streams[(BAD_MODEL, BAD_VERSION)]
@@ -523,7 +545,8 @@ def run_demo(
                     watch.note(
                         f"injected into {BAD_MODEL} {BAD_VERSION} (canary): drift on f0 and f1 "
                         "(+1.5 sd), latency x4, precision 0.95 -> 0.6",
-                        console, live,
+                        console,
+                        live,
                     )
                 if rolled_back_at is None and _executed(ledger):
                     rolled_back_at = elapsed
@@ -531,13 +554,16 @@ def run_demo(
                     [entry, *_] = _executed(ledger)
                     watch.note(
                         f"ROLLBACK executed: {entry['model']} {entry['from_version']} -> "
-                        f"{entry['to_version']} (rule {entry['rule']})", console, live,
+                        f"{entry['to_version']} (rule {entry['rule']})",
+                        console,
+                        live,
                     )
                 if BAD_MODEL in traffic.rolled_back and "obeyed" not in phase:
                     phase = "rolled back; traffic obeyed"
                     watch.note(
-                        f"traffic obeys: {BAD_MODEL} serves {traffic.rolled_back[BAD_MODEL]} "
-                        "only", console, live,
+                        f"traffic obeys: {BAD_MODEL} serves {traffic.rolled_back[BAD_MODEL]} only",
+                        console,
+                        live,
                     )
                 if rolled_back_at is not None and elapsed >= rolled_back_at + after_rollback_s:
                     break
@@ -569,11 +595,25 @@ def _calibrate(config_path: Path, run_dir: Path) -> list[subprocess.Popen[bytes]
         if deployment != "stable":
             continue
         with (run_dir / f"calibrate-{model}.log").open("wb") as log_file:
-            started.append(subprocess.Popen(
-                [sys.executable, "-m", "driftline.cli", "calibrate", "--config", str(config_path),
-                 "--model", model, "--window", "short"],
-                stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            ))
+            started.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "driftline.cli",
+                        "calibrate",
+                        "--config",
+                        str(config_path),
+                        "--model",
+                        model,
+                        "--window",
+                        "short",
+                    ],
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
     return started
 
 
@@ -599,14 +639,16 @@ def _summary(
     audit_key = f"{config.redis.key_prefix}:{{alerting}}:audit"
     from driftline.alerting_config import RedisKeyActionConfig
 
-    action_keys = [action.key.format(model=BAD_MODEL) for action in
-                   config.alerting.rollback.actions if isinstance(action, RedisKeyActionConfig)]
+    action_keys = [
+        action.key.format(model=BAD_MODEL)
+        for action in config.alerting.rollback.actions
+        if isinstance(action, RedisKeyActionConfig)
+    ]
     active_key = action_keys[0] if action_keys else "(no redis_key action configured)"
     for entry in executed:
         actions = json.loads(entry.get("actions", "[]"))
         done = ", ".join(
-            f"{action.get('action', '?')}: "
-            f"{'ok' if action.get('ok') else 'FAILED'}"
+            f"{action.get('action', '?')}: {'ok' if action.get('ok') else 'FAILED'}"
             for action in actions
         )
         console.print(

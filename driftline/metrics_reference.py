@@ -6,11 +6,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from alerting.metric_names import CATALOGUE, MetricName
+from driftline.generated_reference import write_reference
 
 __all__ = ["render"]
 
@@ -43,14 +42,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Write the metrics reference.")
-    parser.add_argument("--write", type=Path, help="write here instead of stdout")
-    arguments = parser.parse_args(argv)
-    if arguments.write is None:
-        sys.stdout.write(render())
-    else:
-        arguments.write.write_text(render(), encoding="utf-8")
-    return 0
+    return write_reference(render, "Write the metrics reference.", argv)
 
 
 if __name__ == "__main__":

@@ -106,21 +106,32 @@ def collect_status(config: Any, store: Any) -> dict[str, Any]:
                     {"rule": str(record["rule"]), "state": str(record["state"]), **labels}
                 )
         rollback = last_rollback.get(model)
-        document_models.append({
-            "model": model,
-            "freshness_seconds": models.get(model, {}).get("freshness_seconds"),
-            "versions": [
-                {"version": version, "deployment": deployment, **figures}
-                for (name, version, deployment), figures in sorted(versions.items())
-                if name == model
-            ],
-            "alerts": sorted(model_alerts, key=lambda a: (a["rule"], a.get("version", ""))),
-            "last_rollback": None if rollback is None else {
-                name: rollback.get(name)
-                for name in ("decision", "from_version", "to_version", "rule", "at_ms",
-                             "dry_run", "reason")
-            },
-        })
+        document_models.append(
+            {
+                "model": model,
+                "freshness_seconds": models.get(model, {}).get("freshness_seconds"),
+                "versions": [
+                    {"version": version, "deployment": deployment, **figures}
+                    for (name, version, deployment), figures in sorted(versions.items())
+                    if name == model
+                ],
+                "alerts": sorted(model_alerts, key=lambda a: (a["rule"], a.get("version", ""))),
+                "last_rollback": None
+                if rollback is None
+                else {
+                    name: rollback.get(name)
+                    for name in (
+                        "decision",
+                        "from_version",
+                        "to_version",
+                        "rule",
+                        "at_ms",
+                        "dry_run",
+                        "reason",
+                    )
+                },
+            }
+        )
     return {
         "at_ms": snapshot.taken_at_ms,
         "window": window,
@@ -150,18 +161,35 @@ def _table(document: dict[str, Any]) -> Any:
         f"labels {_text(lag['labels']['messages'])} ({lag['labels']['group']}); "
         f"evaluator lease: {document['evaluator_lease_holder'] or 'not held'}"
     )
-    table = Table(title=f"driftline status ({document['window']} window, "
-                        f"{document['window_seconds']}s)", caption=caption)
-    for column in ("model", "version", "deployment", "events/s", "p99 ms", "errors",
-                   "freshness", "alerts", "last rollback"):
-        table.add_column(column, justify="right" if column in ("events/s", "p99 ms", "errors",
-                                                                "freshness") else "left")
+    table = Table(
+        title=f"driftline status ({document['window']} window, {document['window_seconds']}s)",
+        caption=caption,
+    )
+    for column in (
+        "model",
+        "version",
+        "deployment",
+        "events/s",
+        "p99 ms",
+        "errors",
+        "freshness",
+        "alerts",
+        "last rollback",
+    ):
+        table.add_column(
+            column,
+            justify="right" if column in ("events/s", "p99 ms", "errors", "freshness") else "left",
+        )
     colours = {"pending": "yellow", "firing": "bold red", "nodata": "dim", "resolved": "green"}
     for model in document["models"]:
         rollback = model["last_rollback"]
-        rollback_text = "" if rollback is None else (
-            f"{rollback['decision']} {rollback['from_version']} -> {rollback['to_version']} "
-            f"{_age(rollback['at_ms'], document['at_ms'])}"
+        rollback_text = (
+            ""
+            if rollback is None
+            else (
+                f"{rollback['decision']} {rollback['from_version']} -> {rollback['to_version']} "
+                f"{_age(rollback['at_ms'], document['at_ms'])}"
+            )
         )
         rows = model["versions"] or [{"version": "", "deployment": ""}]
         for index, figures in enumerate(rows):
