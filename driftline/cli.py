@@ -36,21 +36,24 @@ def _config(path: Path | None) -> Config:
 def open_store(config: Config) -> Any:
     """The Redis window store described by ``config``, checked to answer."""
     import redis
+    from redis.exceptions import RedisClusterException
 
     from detectors.stores.redis_store import RedisWindowStore, connect_redis
     from detectors.window_store import KeySchema
 
     settings = config.redis
-    client = connect_redis(
-        settings.url,
-        username=settings.username,
-        password=settings.password,
-        ssl=settings.ssl,
-        ssl_ca_certs=settings.ssl_ca_certs,
-    )
     try:
+        # A cluster client reads the slot map while it is built, so refused credentials or an
+        # unreachable cluster surface here, as RedisClusterException (not a RedisError).
+        client = connect_redis(
+            settings.url,
+            username=settings.username,
+            password=settings.password,
+            ssl=settings.ssl,
+            ssl_ca_certs=settings.ssl_ca_certs,
+        )
         client.ping()
-    except redis.RedisError as error:
+    except (redis.RedisError, RedisClusterException) as error:
         raise click.ClickException(
             f"redis.url = {settings.url!r}: cannot connect: {error}"
         ) from None

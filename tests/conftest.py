@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from detectors.stores.redis_store import connect_redis
@@ -191,13 +191,28 @@ def wait_until_committed(
         time.sleep(0.5)
 
 
-def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
+_LEADER_MOVING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int, timeout_s: float = 60) -> list[int]:
+    """The end offset of each partition.
+
+    Just after a broker restart a partition's leader may still be moving (NOT_LEADER_FOR_PARTITION):
+    the question is asked again until the client's metadata catches up.
+    """
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets-reader"})
+    deadline = time.monotonic() + timeout_s
     try:
-        return [
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-            for p in range(partitions)
-        ]
+        while True:
+            try:
+                return [
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                    for p in range(partitions)
+                ]
+            except KafkaException as error:
+                if error.args[0].code() not in _LEADER_MOVING or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 

@@ -187,19 +187,24 @@ class RedisWindowStore(WindowStore):
         return {p: -1 if v is None else int(v) for p, v in zip(wanted, values, strict=True)}
 
     def prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
-        if not event_ids:
-            return []
-        found: list[str | bytes | None] = self.client.mget(
-            [self.keys.prediction(event_id) for event_id in event_ids]
-        )
-        return found
+        return self._get_untagged([self.keys.prediction(event_id) for event_id in event_ids])
 
     def shadow_prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
-        if not event_ids:
+        return self._get_untagged([self.keys.shadow_prediction(event_id) for event_id in event_ids])
+
+    def _get_untagged(self, keys: list[str]) -> list[str | bytes | None]:
+        """Values of keys without a shared hash tag (one per event id), in order.
+
+        On Redis Cluster they sit on many slots, where one ``MGET`` is refused; the records are
+        independent, so one ``MGET`` per slot, all in one pipeline, loses nothing.
+        """
+        if not keys:
             return []
-        found: list[str | bytes | None] = self.client.mget(
-            [self.keys.shadow_prediction(event_id) for event_id in event_ids]
-        )
+        found: list[str | bytes | None]
+        if isinstance(self.client, RedisCluster):
+            found = self.client.mget_nonatomic(keys)
+        else:
+            found = self.client.mget(keys)
         return found
 
     def shadow_event_ids(self, model: str, from_ms: int, to_ms: int, limit: int) -> list[str]:

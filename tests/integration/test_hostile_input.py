@@ -8,6 +8,7 @@ from collections.abc import Callable
 import msgspec
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from alerting.evaluator import Evaluator
 from alerting.snapshot import SnapshotCollector
@@ -77,8 +78,16 @@ def test_redis_acl_user_from_config(
 ) -> None:
     user = f"driftline-{unique}"
     prefix = f"acl{unique}"
-    redis_client.execute_command(
-        "ACL", "SETUSER", user, "reset", "on", f">s3cret-{unique}", f"~{prefix}:*", "+@all"
+    _on_every_node(
+        redis_client,
+        "ACL",
+        "SETUSER",
+        user,
+        "reset",
+        "on",
+        f">s3cret-{unique}",
+        f"~{prefix}:*",
+        "+@all",
     )
     try:
         config = stack_config(
@@ -96,6 +105,14 @@ def test_redis_acl_user_from_config(
         with pytest.raises(Exception, match="cannot connect"):
             open_store(wrong)
     finally:
-        redis_client.execute_command("ACL", "DELUSER", user)
+        _on_every_node(redis_client, "ACL", "DELUSER", user)
         for key in redis_client.scan_iter(f"{prefix}:*"):
             redis_client.delete(key)
+
+
+def _on_every_node(client: redis.Redis, *command: str) -> None:
+    """Run an ``ACL`` command everywhere: each Redis Cluster node keeps its own users."""
+    if isinstance(client, RedisCluster):
+        client.execute_command(*command, target_nodes=RedisCluster.ALL_NODES)
+    else:
+        client.execute_command(*command)

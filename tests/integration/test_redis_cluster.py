@@ -2,7 +2,8 @@
 
 The cluster is started by ``deploy/local/redis-cluster.sh`` (the whole suite can also run against
 it: ``make test-cluster``); here the core guarantees are checked on it directly: the cluster store
-gives the same windows as the in-memory store, and a consumer run counts every event once.
+gives the same windows as the in-memory store, a consumer run counts every event once, and labels
+join predictions whose records (no hash tag) are spread over every node.
 """
 
 from __future__ import annotations
@@ -23,6 +24,15 @@ from driftline.cli import layout_from_config
 from driftline.config import Config
 from driftline.synthetic import TrafficSpec, synthetic_events
 from tests.conftest import produce
+from tests.integration.quality_traffic import (
+    Expected,
+    Prediction,
+    as_plain,
+    consume_events,
+    consume_labels,
+    label_message,
+    series_counters,
+)
 from tests.integration.test_window_stores import CONFIG, _write
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +41,9 @@ PORT = 17001
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[redis.Redis]:
+    # Under `make test-cluster` the whole suite runs on this cluster: stopping it here would
+    # pull it from under the tests that come after, so only a cluster started here is stopped.
+    already_up = _answers(PORT)
     subprocess.run(
         ["bash", str(REPO / "deploy/local/redis-cluster.sh"), "up"],
         check=True,
@@ -40,12 +53,21 @@ def cluster() -> Iterator[redis.Redis]:
     client = connect_redis(f"redis+cluster://127.0.0.1:{PORT}/0")
     yield client
     client.close()
-    subprocess.run(
-        ["bash", str(REPO / "deploy/local/redis-cluster.sh"), "down"],
-        check=False,
-        capture_output=True,
-        timeout=60,
-    )
+    if not already_up:
+        subprocess.run(
+            ["bash", str(REPO / "deploy/local/redis-cluster.sh"), "down"],
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
+
+
+def _answers(port: int) -> bool:
+    try:
+        with redis.Redis(port=port, socket_connect_timeout=1) as client:
+            return bool(client.ping())
+    except redis.ConnectionError:
+        return False
 
 
 def test_cluster_store_matches_memory_store(cluster: redis.Redis, unique: str) -> None:
@@ -105,3 +127,55 @@ def test_consumer_counts_exactly_once_on_cluster(
     EventConsumer(config, store).run(max_idle_s=2)  # a second pass replays nothing
     for model in ("fraud", "churn", "ranker"):
         assert store.totals(model) == {"v1|stable||events": 3000}
+
+
+def test_labels_join_predictions_recorded_on_every_node(
+    cluster: redis.Redis,
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    unique: str,
+) -> None:
+    model, positive = "fraud", "fraud"
+    config = stack_config(
+        partitions=2,
+        redis={"url": f"redis+cluster://127.0.0.1:{PORT}/0"},
+        models={model: {"segments": ["region"], "labels": {"positive_classes": [positive]}}},
+    )
+    now_ms = int(time.time() * 1000)
+    predictions = [
+        Prediction(
+            event_id=f"{unique}-{i}",
+            ts_ms=now_ms - 60_000 + i,
+            version="v1",
+            deployment="stable",
+            confidence=0.9,
+            prediction=positive if i % 3 == 0 else "legit",
+            truth=positive if i % 4 == 0 else "legit",
+            region=("eu", "us")[i % 2],
+        )
+        for i in range(600)
+    ]
+    produce(kafka_bootstrap, config.topics.events, [p.event(model) for p in predictions])
+    store = RedisWindowStore(
+        cluster, layout_from_config(config), KeySchema(config.redis.key_prefix)
+    )
+    consume_events(config, store, model, len(predictions))
+    # The records lie on every node, so no single MGET could read a batch of them back.
+    records = [store.keys.prediction(p.event_id) for p in predictions]
+    assert len({cluster.get_node_from_key(key).name for key in records}) == 3
+
+    labels = [label_message(p.event_id, p.truth, now_ms) for p in predictions]
+    produce(kafka_bootstrap, config.topics.labels, labels)
+    consume_labels(config, store, [model], len(labels))
+    expected = Expected()
+    for prediction in predictions:
+        expected.add(prediction, positive)
+    [window] = store.read_windows(model, [config.windows.long_seconds * 1000], now_ms)
+    confusion = [
+        "labelled",
+        "correct",
+        f"true_positive@{positive}",
+        f"false_positive@{positive}",
+        f"false_negative@{positive}",
+    ]
+    assert as_plain(series_counters(window, confusion)) == as_plain(expected.counts)
