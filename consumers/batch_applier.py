@@ -57,6 +57,8 @@ class RawBatch:
     offsets: Sequence[int]
     keys: Sequence[bytes | None]
     values: Sequence[bytes | None]
+    timestamps_ms: Sequence[int] | None = None
+    """Each message's Kafka timestamp (-1: none), for appliers that set ``needs_timestamps``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,9 @@ class AppliedBatch:
 
 class BatchApplier:
     """Applies batches for one consumer process; owns its assembler, writer and dead letters."""
+
+    needs_timestamps = False
+    """Whether :meth:`apply` reads ``RawBatch.timestamps_ms`` (runtimes skip them otherwise)."""
 
     def __init__(
         self,
@@ -121,13 +126,19 @@ class BatchApplier:
 
         applied = self.writer.write_all(list(assembled.models.values()), now_ms)
 
-        next_offsets: dict[int, int] = {}
-        for partition, offset in zip(partitions, offsets, strict=True):
-            if offset + 1 > next_offsets.get(partition, -1):
-                next_offsets[partition] = offset + 1
+        next_offsets = self._next_offsets(batch)
         self.store.save_consumer_positions(self.config.kafka.group_id, batch.topic, next_offsets)
         self._saved_positions.add(batch.topic)
         return AppliedBatch(applied, next_offsets)
+
+    @staticmethod
+    def _next_offsets(batch: RawBatch) -> dict[int, int]:
+        """Per partition, one past the batch's last offset."""
+        next_offsets: dict[int, int] = {}
+        for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
+            if offset + 1 > next_offsets.get(partition, -1):
+                next_offsets[partition] = offset + 1
+        return next_offsets
 
     def _check_store_kept_its_state(self, topic: str) -> None:
         """Raise :class:`StoreStateLost` when the resume hints this process saved are gone.

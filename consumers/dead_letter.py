@@ -48,17 +48,6 @@ class DeadLetterPublisher:
         self._producer = Producer({"enable.idempotence": True, "linger.ms": 5, **producer_settings})
         self._failures: list[str] = []
 
-    def publish(self, message: Message, reason: str, detail: str) -> None:
-        self.publish_record(
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            message.key(),
-            message.value(),
-            reason,
-            detail,
-        )
-
     def publish_record(
         self,
         topic: str | None,
@@ -69,7 +58,7 @@ class DeadLetterPublisher:
         reason: str,
         detail: str,
     ) -> None:
-        """:meth:`publish` from the message's fields, for runtimes without confluent messages."""
+        """Produce a refused message to the dead-letter topic, its reason in the headers."""
         headers = dead_letter_headers(reason, detail, topic, partition, offset)
         if value is not None and len(value) > self.max_value_bytes:
             headers.append(("driftline.truncated_from", str(len(value)).encode()))

@@ -56,6 +56,7 @@ from mode import CrashingSupervisor
 from consumers.batch_applier import BatchApplier, RawBatch
 from consumers.exceptions import StoreStateLost
 from consumers.faust_settings import faust_app_settings
+from consumers.label_batch_applier import LabelBatchApplier, labels_runtime_config
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner
 from driftline.config import Config, ConfigError
@@ -67,15 +68,22 @@ __all__ = [
     "check_app_id",
     "create_app",
     "mount_driftline",
+    "mount_driftline_labels",
 ]
 
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "driftline.events"
+LABELS_AGENT_NAME = "driftline.labels"
 
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _timestamp_ms(message: Any) -> int:
+    # Faust's message timestamps are float seconds; 0 or None when the record had none.
+    return round(message.timestamp * 1000) if message.timestamp else -1
 
 
 class CompressionUnsupported(RuntimeError):
@@ -93,7 +101,7 @@ def require_compression_codecs() -> None:
 
 
 class DriftlineAgent:
-    """The events agent: one per process, mounted on one Faust app.
+    """The events (or labels) agent: one per process and kind, mounted on one Faust app.
 
     Counters (``events_applied``, ``batches``) are updated after each batch is acked; every store
     and Kafka call of the agent runs on its own thread, one at a time.
@@ -107,18 +115,28 @@ class DriftlineAgent:
         feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
         rebuild: bool = False,
+        labels: bool = False,
     ) -> None:
-        """``rebuild``: the store lost its state; rewind the first assignment one long window."""
+        """``rebuild``: the store lost its state; rewind the first assignment one long window.
+
+        ``labels``: consume the labels topic (in the labels group, ``<kafka.group_id>-labels``,
+        which must then be the app's id) instead of the events topic.
+        """
         require_compression_codecs()
         if store is None:
             from driftline.cli import open_store
 
             store = cast(WindowStore, open_store(config))
-        self.config = config
+        self.config = labels_runtime_config(config) if labels else config
         self.store = store
-        self.topic = config.topics.events
+        self.topic = self.config.topics.events
+        self.name = LABELS_AGENT_NAME if labels else AGENT_NAME
         self.clock_ms = clock_ms
-        self.applier = BatchApplier(config, store, feature_binner_for)
+        self.applier = (
+            LabelBatchApplier(config, store)
+            if labels
+            else BatchApplier(config, store, feature_binner_for)
+        )
         self.events_applied = 0
         self.batches = 0
         self.last_batch_monotonic_s = time.monotonic()
@@ -150,7 +168,7 @@ class DriftlineAgent:
         async def driftline_events(stream: StreamT[bytes]) -> None:
             await self.consume(stream)
 
-        return app.agent(topic, name=AGENT_NAME, supervisor_strategy=CrashingSupervisor)(
+        return app.agent(topic, name=self.name, supervisor_strategy=CrashingSupervisor)(
             driftline_events
         )
 
@@ -173,6 +191,9 @@ class DriftlineAgent:
                 [message.offset for message in messages],
                 [message.key for message in messages],
                 [message.value for message in messages],
+                [_timestamp_ms(message) for message in messages]
+                if self.applier.needs_timestamps
+                else None,
             )
             try:
                 applied = await loop.run_in_executor(
@@ -310,6 +331,19 @@ def mount_driftline(
     return agent.mount(app)
 
 
+def mount_driftline_labels(
+    app: faust.App, config: Config, *, store: WindowStore | None = None
+) -> AgentT[bytes]:
+    """Add driftline's labels agent to a Faust app whose id is ``<kafka.group_id>-labels``.
+
+    Labels are consumed in a group of their own (as by ``driftline consume-labels``), so they
+    need an app of their own: a Faust app is one consumer group.
+    """
+    check_app_id(app, labels_runtime_config(config))
+    agent = DriftlineAgent(config, store, labels=True)
+    return agent.mount(app)
+
+
 def create_app(
     config: Config,
     *,
@@ -342,12 +376,18 @@ class FaustEventConsumer:
         *,
         feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
+        labels: bool = False,
     ) -> None:
+        """``labels``: consume the labels topic, as ``driftline consume-labels`` does."""
         self.config = config
         self.store = store
         self.feature_binner_for = feature_binner_for
         self.clock_ms = clock_ms
-        self.settings = faust_app_settings(config)  # a bad kafka setting fails here, named
+        self.labels = labels
+        # The app's id is the consumer group: the labels group for the labels agent.
+        self.app_config = labels_runtime_config(config) if labels else config
+        # A bad kafka setting fails here, named.
+        self.settings = faust_app_settings(self.app_config)
         self.agent = self._agent(rebuild=False)
         self._earlier_events_applied = 0
         self._earlier_batches = 0
@@ -379,6 +419,7 @@ class FaustEventConsumer:
             feature_binner_for=self.feature_binner_for,
             clock_ms=self.clock_ms,
             rebuild=rebuild,
+            labels=self.labels,
         )
 
     async def _run(self, max_idle_s: float | None) -> None:
@@ -393,7 +434,7 @@ class FaustEventConsumer:
             raise crash
 
     async def _run_app(self, max_idle_s: float | None) -> BaseException | None:
-        app = faust.App(self.config.kafka.group_id, **self.settings)
+        app = faust.App(self.app_config.kafka.group_id, **self.settings)
         self.agent.mount(app)
         await app.start()
         self.agent.last_batch_monotonic_s = time.monotonic()

@@ -31,7 +31,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_INVALID,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from consumers.batch_applier import BatchApplier, RawBatch, binning_from_config
 from consumers.exceptions import StoreStateLost
@@ -62,6 +69,11 @@ def consumer_settings(config: Config) -> dict[str, Any]:
     }
 
 
+def _timestamp_ms(message: Any) -> int:
+    kind, stamp = message.timestamp()
+    return int(stamp) if kind != TIMESTAMP_NOT_AVAILABLE else -1
+
+
 def without_errors(messages: list[Any]) -> list[Any]:
     """The messages that carry data; errors other than end-of-partition are logged."""
     good = []
@@ -84,15 +96,15 @@ class EventConsumer:
         *,
         feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
         clock_ms: Callable[[], int] = _wall_clock_ms,
+        applier: BatchApplier | None = None,
     ) -> None:
+        """``applier``: steps 2 to 4 for another kind of message (labels); events by default."""
         self.config = config
         self.store = store
         self.topic = config.topics.events
         self.clock_ms = clock_ms
         # Steps 2 to 4, shared with the Faust runtime (consumers.faust_app).
-        self.applier = BatchApplier(config, store, feature_binner_for)
-        self.assembler = self.applier.assembler
-        self.writer = self.applier.writer
+        self.applier = applier or BatchApplier(config, store, feature_binner_for)
         self.dead_letter = self.applier.dead_letter
         self._consumer = Consumer({**consumer_settings(config), "on_commit": self._on_commit})
         self._stopping = threading.Event()
@@ -178,6 +190,7 @@ class EventConsumer:
             [m.offset() for m in good],
             [m.key() for m in good],
             [m.value() for m in good],
+            [_timestamp_ms(m) for m in good] if self.applier.needs_timestamps else None,
         )
         applied = self.applier.apply(batch, now_ms)
         self.events_applied += applied.events_applied
@@ -221,7 +234,7 @@ class EventConsumer:
             self._commit(unconfirmed, asynchronous=True)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.writer.forget(tp.partition for tp in partitions)
+        self.applier.forget(tp.partition for tp in partitions)
         hints = self.store.consumer_positions(self.config.kafka.group_id, self.topic)
         committed = consumer.committed(partitions, timeout=30)
         rebuild = []
@@ -259,7 +272,7 @@ class EventConsumer:
             )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.writer.forget(tp.partition for tp in partitions)
+        self.applier.forget(tp.partition for tp in partitions)
         for tp in partitions:
             self._applied_next_offsets.pop(tp.partition, None)
             self._confirmed_next_offsets.pop(tp.partition, None)

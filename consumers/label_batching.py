@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,10 +107,10 @@ class LabelAssembler:
 
     def assemble(
         self,
-        partitions: list[int],
-        offsets: list[int],
-        message_ms: list[int],
-        values: list[bytes | None],
+        partitions: Sequence[int],
+        offsets: Sequence[int],
+        message_ms: Sequence[int],
+        values: Sequence[bytes | None],
         now_ms: int,
     ) -> AssembledLabels:
         """Steps 1 to 3 for one batch; ``message_ms``: each message's Kafka time (-1: none)."""
@@ -225,8 +226,8 @@ class LabelAssembler:
         model: str,
         items: list[_Joined],
         settings: ModelLabelsConfig,
-        partitions: list[int],
-        offsets: list[int],
+        partitions: Sequence[int],
+        offsets: Sequence[int],
     ) -> LabelBatch:
         count = len(items)
         series: list[Series] = []

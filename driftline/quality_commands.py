@@ -30,31 +30,49 @@ _config_option = click.option(
 @click.command("consume-labels")
 @_config_option
 @click.option(
+    "--runtime",
+    type=click.Choice(["confluent", "faust"]),
+    default="confluent",
+    show_default=True,
+    help="Consumer runtime: confluent-kafka, or a faust-streaming app (docs/runtimes.md).",
+)
+@click.option(
     "--exit-when-idle",
     type=float,
     default=None,
     metavar="SECONDS",
     help="Exit after this many seconds without a message (batch jobs, tests).",
 )
-def consume_labels(config_path: Path | None, exit_when_idle: float | None) -> None:
+def consume_labels(config_path: Path | None, runtime: str, exit_when_idle: float | None) -> None:
     """Consume the labels topic into the quality windows (exactly once).
 
     Runs in the consumer group <kafka.group_id>-labels, beside `driftline consume`.
     """
     from consumers.label_consumer import LabelConsumer, labels_group
     from driftline.cli import _config, _stop_on_signals, open_store
+    from driftline.config import ConfigError
 
     config = _config(config_path)
-    consumer = LabelConsumer(config, open_store(config))
+    store = open_store(config)
+    if runtime == "faust":
+        from consumers.faust_app import CompressionUnsupported, FaustEventConsumer
+
+        try:
+            consumer: LabelConsumer | FaustEventConsumer = FaustEventConsumer(
+                config, store, labels=True
+            )
+        except (ConfigError, CompressionUnsupported) as error:
+            raise click.ClickException(str(error)) from None
+    else:
+        consumer = LabelConsumer(config, store)
     _stop_on_signals(consumer.stop)
     started = time.monotonic()
     log.info("consuming %s as group %s", config.topics.labels, labels_group(config))
     consumer.run(max_idle_s=exit_when_idle)
     log.info(
-        "stopped after %d batches, %d labels applied, %d refused without a model in %.1fs",
+        "stopped after %d batches, %d labels applied in %.1fs",
         consumer.batches,
-        consumer.labels_applied,
-        consumer.labels_refused,
+        consumer.events_applied,
         time.monotonic() - started,
     )
 

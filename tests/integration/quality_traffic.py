@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 import redis
 
+from consumers.faust_app import FaustEventConsumer
 from consumers.kafka_consumer import EventConsumer
 from consumers.label_consumer import LabelConsumer
 from detectors.stores.redis_store import RedisWindowStore
@@ -126,15 +127,23 @@ def label_messages_seen(store: RedisWindowStore, models: list[str]) -> int:
 
 
 def consume_labels(
-    config: Config, store: RedisWindowStore, models: list[str], messages: int
-) -> LabelConsumer:
-    consumer = LabelConsumer(config, store)
+    config: Config,
+    store: RedisWindowStore,
+    models: list[str],
+    messages: int,
+    runtime: str = "confluent",
+) -> None:
+    """Run a labels consumer of ``runtime`` until every one of ``messages`` is accounted for."""
+    consumer: LabelConsumer | FaustEventConsumer = (
+        FaustEventConsumer(config, store, labels=True)
+        if runtime == "faust"
+        else LabelConsumer(config, store)
+    )
     run_until(
         consumer,
         lambda: label_messages_seen(store, models) >= messages,
         what="labels",
     )
-    return consumer
 
 
 def rng(seed: int) -> np.random.Generator:

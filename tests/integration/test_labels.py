@@ -188,7 +188,10 @@ def _check_exact(scenario: Scenario, config: Config, client: redis.Redis) -> Non
 
 
 def test_delayed_shuffled_duplicated_labels_count_exactly(
-    stack_config: Callable[..., Config], kafka_bootstrap: str, redis_client: redis.Redis
+    runtime: str,
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
 ) -> None:
     config = _config(stack_config)
     now_ms = int(time.time() * 1000)
@@ -196,7 +199,7 @@ def test_delayed_shuffled_duplicated_labels_count_exactly(
     scenario.produce(config, kafka_bootstrap)
     store = store_for(config, redis_client)
     consume_events(config, store, MODEL, len(scenario.events))
-    consume_labels(config, store, [MODEL], len(scenario.labels))
+    consume_labels(config, store, [MODEL], len(scenario.labels), runtime)
 
     _check_exact(scenario, config, redis_client)
     dead = read_topic(kafka_bootstrap, config.topics.dead_letter, 5)
@@ -246,11 +249,20 @@ def test_delayed_shuffled_duplicated_labels_count_exactly(
     assert refused == scenario.reasons
 
 
-def _start_label_consumer(config_path: Path) -> subprocess.Popen[bytes]:
+def _start_label_consumer(config_path: Path, runtime: str) -> subprocess.Popen[bytes]:
     log_path = config_path.parent / f"labels-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "driftline.cli", "consume-labels", "--config", str(config_path)],
+            [
+                sys.executable,
+                "-m",
+                "driftline.cli",
+                "consume-labels",
+                "--config",
+                str(config_path),
+                "--runtime",
+                runtime,
+            ],
             cwd=REPO,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -258,6 +270,7 @@ def _start_label_consumer(config_path: Path) -> subprocess.Popen[bytes]:
 
 
 def test_sigkilled_label_consumer_counts_exactly(
+    runtime: str,
     stack_config: Callable[..., Config],
     kafka_bootstrap: str,
     redis_client: redis.Redis,
@@ -272,7 +285,7 @@ def test_sigkilled_label_consumer_counts_exactly(
 
     config_path = write_config(config, tmp_path)
     total = len(scenario.labels)
-    process = _start_label_consumer(config_path)
+    process = _start_label_consumer(config_path, runtime)
     try:
         deadline = time.monotonic() + 120
         while label_messages_seen(store, [MODEL]) < total // 4:
@@ -282,7 +295,7 @@ def test_sigkilled_label_consumer_counts_exactly(
         process.send_signal(signal.SIGKILL)
         process.wait(10)
         assert 0 < label_messages_seen(store, [MODEL]) < total, "the kill must land mid-run"
-        process = _start_label_consumer(config_path)
+        process = _start_label_consumer(config_path, runtime)
         ends = end_offsets(kafka_bootstrap, config.topics.labels, 4)
         group = f"{config.kafka.group_id}-labels"
         deadline = time.monotonic() + 120

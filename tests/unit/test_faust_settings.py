@@ -9,8 +9,10 @@ import faust
 import pytest
 
 import consumers.faust_settings
-from consumers.faust_app import mount_driftline
+from consumers.faust_app import LABELS_AGENT_NAME, mount_driftline, mount_driftline_labels
 from consumers.faust_settings import faust_app_settings
+from detectors.stores.memory_store import MemoryWindowStore
+from driftline.cli import layout_from_config
 from driftline.config import ConfigError, parse_config
 
 
@@ -116,3 +118,22 @@ def test_mounting_on_an_app_of_another_group_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"kafka.group_id = 'driftline': must equal .*'payments'"):
         mount_driftline(app, config)
     assert not app.agents, "nothing is registered on a refused app"
+
+
+def test_the_labels_agent_needs_an_app_of_the_labels_group() -> None:
+    config = parse_config({"kafka": {"group_id": "driftline"}})
+    store = MemoryWindowStore(layout_from_config(config))
+    events_app = faust.App("driftline", broker="kafka://127.0.0.1:1", web_enabled=False)
+    with pytest.raises(
+        ConfigError, match=r"kafka.group_id = 'driftline-labels': must equal .*'driftline'"
+    ):
+        mount_driftline_labels(
+            events_app, config, store=MemoryWindowStore(layout_from_config(config))
+        )
+    assert not events_app.agents
+
+    labels_app = faust.App("driftline-labels", broker="kafka://127.0.0.1:1", web_enabled=False)
+    mount_driftline_labels(labels_app, config, store=store)
+    assert list(labels_app.agents) == [LABELS_AGENT_NAME]
+    [agent] = labels_app.agents.values()
+    assert list(agent.channel.topics) == [config.topics.labels]
