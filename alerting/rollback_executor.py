@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alerting.rollback_actions import ActionFailed, RollbackAction, RollbackOrder
-from alerting.rollback_ledger import RollbackLedger
+from alerting.rollback_ledger import DecisionPolicy, RollbackLedger
 from driftline.config import Config
 
 __all__ = ["RollbackDecision", "RollbackExecutor", "RollbackRequest", "incident_name"]
@@ -153,11 +153,13 @@ class RollbackExecutor:
         verdict = self.ledger.decide(
             **ledger_key,
             now_ms=now_ms,
-            cooldown_ms=round(policy.cooldown_seconds * 1000),
-            max_per_day=policy.max_per_day,
-            incident_ttl_ms=policy.incident_ttl_seconds * 1000,
             has_target=target is not None,
-            claim_ms=self.claim_ms,
+            policy=DecisionPolicy(
+                cooldown_ms=round(policy.cooldown_seconds * 1000),
+                max_per_day=policy.max_per_day,
+                incident_ttl_ms=policy.incident_ttl_seconds * 1000,
+                claim_ms=self.claim_ms,
+            ),
         )
         if verdict == "duplicate" and request.resubmitted:
             return RollbackDecision(

@@ -9,8 +9,8 @@ Contract of :meth:`RollbackLedger.decide`, one atomic step per incident:
 1. An incident already decided (any verdict, including a declined one) is a ``duplicate``: every
    incident gets exactly one decision, however often Alertmanager or the engine report it.
 2. Without a target version it is ``no_target``.
-3. Within ``cooldown_ms`` of the model's last rollback it is ``cooldown``.
-4. With ``max_per_day`` rollbacks of the model in the last 24 h it is ``daily_cap``.
+3. Within ``policy.cooldown_ms`` of the model's last rollback it is ``cooldown``.
+4. With ``policy.max_per_day`` rollbacks of the model in the last 24 h it is ``daily_cap``.
 5. Otherwise ``go``: the incident, the model's last rollback time and its daily count are written
    in the same step, so two processes racing on one incident cannot both go.
 6. A ``go`` incident stays *claimed* (``running``) until :meth:`RollbackLedger.complete`; the
@@ -37,6 +37,7 @@ import redis
 
 __all__ = [
     "AlertingKeys",
+    "DecisionPolicy",
     "MemoryRollbackLedger",
     "RedisRollbackLedger",
     "RollbackLedger",
@@ -45,6 +46,16 @@ __all__ = [
 
 Verdict = Literal["go", "resume", "duplicate", "no_target", "cooldown", "daily_cap"]
 DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    """How often a model may roll back, and how long its incidents are remembered and claimed."""
+
+    cooldown_ms: int
+    max_per_day: int
+    incident_ttl_ms: int
+    claim_ms: int = 60_000
 
 
 @dataclass(frozen=True)
@@ -148,11 +159,8 @@ class RollbackLedger(abc.ABC):
         model: str,
         incident: str,
         now_ms: int,
-        cooldown_ms: int,
-        max_per_day: int,
-        incident_ttl_ms: int,
         has_target: bool,
-        claim_ms: int = 60_000,
+        policy: DecisionPolicy,
     ) -> Verdict:
         """Decide an incident atomically (see the module docstring)."""
 
@@ -242,11 +250,8 @@ class RedisRollbackLedger(RollbackLedger):
         model: str,
         incident: str,
         now_ms: int,
-        cooldown_ms: int,
-        max_per_day: int,
-        incident_ttl_ms: int,
         has_target: bool,
-        claim_ms: int = 60_000,
+        policy: DecisionPolicy,
     ) -> Verdict:
         keys = [
             self.keys.incident(namespace, model, incident),
@@ -255,12 +260,12 @@ class RedisRollbackLedger(RollbackLedger):
         ]
         arguments: list[str | int] = [
             now_ms,
-            cooldown_ms,
-            max_per_day,
-            incident_ttl_ms,
+            policy.cooldown_ms,
+            policy.max_per_day,
+            policy.incident_ttl_ms,
             int(has_target),
             incident,
-            claim_ms,
+            policy.claim_ms,
         ]
         verdict, _ = self._decide(keys=keys, args=arguments)
         return _verdict(verdict)
@@ -357,18 +362,15 @@ class MemoryRollbackLedger(RollbackLedger):
         model: str,
         incident: str,
         now_ms: int,
-        cooldown_ms: int,
-        max_per_day: int,
-        incident_ttl_ms: int,
         has_target: bool,
-        claim_ms: int = 60_000,
+        policy: DecisionPolicy,
     ) -> Verdict:
         with self._lock:
             key = (namespace, model, incident)
             if key in self._incidents:
                 claimed_until = self._claims.get(key)
                 if claimed_until is not None and now_ms >= claimed_until:
-                    self._claims[key] = now_ms + claim_ms
+                    self._claims[key] = now_ms + policy.claim_ms
                     return "resume"
                 return "duplicate"
             last = self._last_rollback_ms.get((namespace, model))
@@ -377,15 +379,15 @@ class MemoryRollbackLedger(RollbackLedger):
             verdict: Verdict
             if not has_target:
                 verdict = "no_target"
-            elif last is not None and now_ms - last < cooldown_ms:
+            elif last is not None and now_ms - last < policy.cooldown_ms:
                 verdict = "cooldown"
-            elif len(recent) >= max_per_day:
+            elif len(recent) >= policy.max_per_day:
                 verdict = "daily_cap"
             else:
                 verdict = "go"
                 self._last_rollback_ms[(namespace, model)] = now_ms
                 recent.append(now_ms)
-                self._claims[key] = now_ms + claim_ms
+                self._claims[key] = now_ms + policy.claim_ms
             self._incidents[key] = verdict
             return verdict
 
