@@ -17,19 +17,12 @@ from typing import Any
 import click
 import yaml
 
+from driftline.cli_options import config_option
 from driftline.config import Config, ConfigError, load_config
 
 __all__ = ["drill", "rules", "webhook"]
 
 log = logging.getLogger("driftline")
-
-_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML config file (defaults apply when omitted).",
-)
 
 
 def _load(path: Path | None) -> Config:
@@ -51,7 +44,7 @@ def rules() -> None:
 
 
 @rules.command("export")
-@_config_option
+@config_option
 @click.option(
     "--out-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -126,7 +119,7 @@ def export(config_path: Path | None, out_dir: Path, name: str, verify: bool) -> 
 
 
 @click.command()
-@_config_option
+@config_option
 @click.option("--host", default=None, help="Override alerting.webhook.host.")
 @click.option("--port", type=int, default=None, help="Override alerting.webhook.port.")
 @click.option(
@@ -181,7 +174,7 @@ def webhook(config_path: Path | None, host: str | None, port: int | None, dev: b
 
 
 @click.command()
-@_config_option
+@config_option
 @click.option("--rule", "rule_name", default=None, help="Rollback rule to drill (default: first).")
 @click.option("--model", default=None, help="Model of the incident (default: first configured).")
 @click.option("--version", default="drill", show_default=True, help="Version 'rolled back'.")

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from driftline.cli_options import config_option
+
 if TYPE_CHECKING:
     from detectors.reference import Reference
     from detectors.stores.redis_reference_store import RedisReferenceStore
@@ -19,13 +21,6 @@ if TYPE_CHECKING:
 
 __all__ = ["baseline"]
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML config file (defaults apply when omitted).",
-)
 output_option = click.option(
     "--output",
     "output_path",

@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from driftline.cli_options import config_option, exit_when_idle_option, runtime_option
 from driftline.config import Config, ConfigError, load_config
 
 log = logging.getLogger("driftline")
@@ -92,15 +93,6 @@ def _stop_on_signals(stop: Any) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML config file (defaults apply when omitted).",
-)
-
-
 @click.group()
 @click.option(
     "--log-level",
@@ -115,20 +107,8 @@ def main(log_level: str) -> None:
 
 @main.command()
 @config_option
-@click.option(
-    "--runtime",
-    type=click.Choice(["confluent", "faust"]),
-    default="confluent",
-    show_default=True,
-    help="Consumer runtime: confluent-kafka, or a faust-streaming app (docs/runtimes.md).",
-)
-@click.option(
-    "--exit-when-idle",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="Exit after this many seconds without a message (batch jobs, tests).",
-)
+@runtime_option
+@exit_when_idle_option
 def consume(config_path: Path | None, runtime: str, exit_when_idle: float | None) -> None:
     """Consume the events topic into the Redis windows (exactly once)."""
     from consumers.kafka_consumer import EventConsumer

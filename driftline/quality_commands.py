@@ -14,35 +14,17 @@ from pathlib import Path
 
 import click
 
+from driftline.cli_options import config_option, exit_when_idle_option, runtime_option
+
 __all__ = ["calibrate", "consume_labels"]
 
 log = logging.getLogger("driftline")
 
-_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML config file (defaults apply when omitted).",
-)
-
 
 @click.command("consume-labels")
-@_config_option
-@click.option(
-    "--runtime",
-    type=click.Choice(["confluent", "faust"]),
-    default="confluent",
-    show_default=True,
-    help="Consumer runtime: confluent-kafka, or a faust-streaming app (docs/runtimes.md).",
-)
-@click.option(
-    "--exit-when-idle",
-    type=float,
-    default=None,
-    metavar="SECONDS",
-    help="Exit after this many seconds without a message (batch jobs, tests).",
-)
+@config_option
+@runtime_option
+@exit_when_idle_option
 def consume_labels(config_path: Path | None, runtime: str, exit_when_idle: float | None) -> None:
     """Consume the labels topic into the quality windows (exactly once).
 
@@ -94,7 +76,7 @@ def _parse_time_ms(text: str | None) -> int:
 
 
 @click.command()
-@_config_option
+@config_option
 @click.option("--model", required=True, help="The model whose quality reference is frozen.")
 @click.option("--version", default=None, help="Only this stable version (default: all stable).")
 @click.option(

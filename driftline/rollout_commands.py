@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from driftline.cli_options import config_option
 from driftline.config import Config, ConfigError
 
 __all__ = ["EXIT_CODES", "build_gate", "gate", "verdict"]
@@ -20,14 +21,6 @@ log = logging.getLogger("driftline")
 EXIT_CODES = {"promote": 0, "hold": 3, "rollback": 4}
 """``driftline verdict`` exits with these, so a pipeline can branch on the verdict (1 and 2 are
 click's errors and usage errors)."""
-
-_config_option = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="YAML config file (defaults apply when omitted).",
-)
 
 
 def build_gate(config: Config, store: Any) -> Any:
@@ -65,7 +58,7 @@ def _gate(config_path: Path | None) -> tuple[Config, Any]:
 
 
 @click.command()
-@_config_option
+@config_option
 @click.option("--baseline", default=None, help="Compare with this version (default: stable).")
 @click.option("--step", default=None, help="The rollout step (rollout.models.<m>.steps).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict JSON of /v1/verdict.")
@@ -98,7 +91,7 @@ def verdict(
 
 
 @click.command()
-@_config_option
+@config_option
 @click.option("--host", default=None, help="Override rollout.host.")
 @click.option("--port", type=int, default=None, help="Override rollout.port.")
 @click.option(
