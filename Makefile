@@ -27,8 +27,9 @@ stack-down: ## stop the local stack (data is kept)
 stack-status: ## show which local services are up
 	bash $(STACK) status
 
-lint: ## ruff + mypy
+lint: ## ruff (lint and format) + mypy
 	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 
 test: ## lint, then pytest against the running local stack (extra args: PYTEST_ARGS=...)

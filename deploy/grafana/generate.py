@@ -27,8 +27,13 @@ Panel = dict[str, Any]
 
 
 def _target(expr: str, legend: str = "", *, instant: bool = False, ref: str = "A") -> Panel:
-    target: Panel = {"datasource": DATASOURCE, "expr": expr, "refId": ref, "range": not instant,
-                     "instant": instant}
+    target: Panel = {
+        "datasource": DATASOURCE,
+        "expr": expr,
+        "refId": ref,
+        "range": not instant,
+        "instant": instant,
+    }
     if legend:
         target["legendFormat"] = legend
     if instant:
@@ -54,8 +59,7 @@ def timeseries(
     overrides: list[Panel] | None = None,
     thresholds: list[tuple[str, float | None]] | None = None,
 ) -> Panel:
-    steps = [{"color": color, "value": value} for color, value in
-             (thresholds or [("green", None)])]
+    steps = [{"color": color, "value": value} for color, value in (thresholds or [("green", None)])]
     return {
         "type": "timeseries",
         "title": title,
@@ -66,19 +70,32 @@ def timeseries(
         "fieldConfig": {
             "defaults": {
                 "unit": unit,
-                "custom": {"lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
-                           "thresholdsStyle": {"mode": "line" if thresholds else "off"}},
+                "custom": {
+                    "lineWidth": 1,
+                    "fillOpacity": 10,
+                    "showPoints": "never",
+                    "thresholdsStyle": {"mode": "line" if thresholds else "off"},
+                },
                 "thresholds": {"mode": "absolute", "steps": steps},
             },
             "overrides": overrides or [],
         },
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
     }
 
 
-def stat(title: str, expr: str, *, unit: str = "short", description: str = "",
-         no_value: str | None = None, red_above: float | None = None) -> Panel:
+def stat(
+    title: str,
+    expr: str,
+    *,
+    unit: str = "short",
+    description: str = "",
+    no_value: str | None = None,
+    red_above: float | None = None,
+) -> Panel:
     steps: list[Panel] = [{"color": "green", "value": None}]
     if red_above is not None:
         steps.append({"color": "red", "value": red_above})
@@ -93,21 +110,34 @@ def stat(title: str, expr: str, *, unit: str = "short", description: str = "",
         "gridPos": {"w": 4, "h": 4},
         "targets": _targets((expr, "")),
         "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
-                    "colorMode": "value", "graphMode": "area", "textMode": "auto"},
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "value",
+            "graphMode": "area",
+            "textMode": "auto",
+        },
     }
 
 
-def table(title: str, queries: list[tuple[str, str]], *, description: str = "",
-          hide: tuple[str, ...] = ("Time", "__name__", "job", "instance"),
-          rename: dict[str, str] | None = None, width: int = 12, height: int = 8) -> Panel:
+def table(
+    title: str,
+    queries: list[tuple[str, str]],
+    *,
+    description: str = "",
+    hide: tuple[str, ...] = ("Time", "__name__", "job", "instance"),
+    rename: dict[str, str] | None = None,
+    width: int = 12,
+    height: int = 8,
+) -> Panel:
     transformations: list[Panel] = []
     if len(queries) > 1:
         transformations.append({"id": "merge", "options": {}})
-    transformations.append({
-        "id": "organize",
-        "options": {"excludeByName": dict.fromkeys(hide, True), "renameByName": rename or {}},
-    })
+    transformations.append(
+        {
+            "id": "organize",
+            "options": {"excludeByName": dict.fromkeys(hide, True), "renameByName": rename or {}},
+        }
+    )
     return {
         "type": "table",
         "title": title,
@@ -121,8 +151,9 @@ def table(title: str, queries: list[tuple[str, str]], *, description: str = "",
     }
 
 
-def state_timeline(title: str, expr: str, legend: str, *, description: str = "",
-                   width: int = 24, height: int = 8) -> Panel:
+def state_timeline(
+    title: str, expr: str, legend: str, *, description: str = "", width: int = 24, height: int = 8
+) -> Panel:
     return {
         "type": "state-timeline",
         "title": title,
@@ -132,22 +163,36 @@ def state_timeline(title: str, expr: str, legend: str, *, description: str = "",
         "targets": _targets((expr, legend)),
         "fieldConfig": {
             "defaults": {
-                "mappings": [{"type": "value", "options": {
-                    "0": {"text": "ok", "color": "green", "index": 0},
-                    "1": {"text": "drifted", "color": "red", "index": 1},
-                }}],
+                "mappings": [
+                    {
+                        "type": "value",
+                        "options": {
+                            "0": {"text": "ok", "color": "green", "index": 0},
+                            "1": {"text": "drifted", "color": "red", "index": 1},
+                        },
+                    }
+                ],
                 "thresholds": {"mode": "absolute", "steps": [{"color": "green", "value": None}]},
             },
             "overrides": [],
         },
-        "options": {"showValue": "never", "mergeValues": True, "rowHeight": 0.8,
-                    "legend": {"showLegend": False}},
+        "options": {
+            "showValue": "never",
+            "mergeValues": True,
+            "rowHeight": 0.8,
+            "legend": {"showLegend": False},
+        },
     }
 
 
 def row(title: str) -> Panel:
-    return {"type": "row", "title": title, "collapsed": False, "gridPos": {"w": 24, "h": 1},
-            "panels": []}
+    return {
+        "type": "row",
+        "title": title,
+        "collapsed": False,
+        "gridPos": {"w": 24, "h": 1},
+        "panels": [],
+    }
 
 
 def _layout(panels: list[Panel]) -> list[Panel]:
@@ -167,9 +212,17 @@ def _layout(panels: list[Panel]) -> list[Panel]:
 
 
 def _datasource_variable() -> Panel:
-    return {"name": "datasource", "label": "Prometheus", "type": "datasource",
-            "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "",
-            "options": []}
+    return {
+        "name": "datasource",
+        "label": "Prometheus",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "options": [],
+    }
 
 
 def _query_variable(name: str, query: str, *, multi: bool = False, label: str = "") -> Panel:
@@ -200,8 +253,10 @@ def _custom_variable(name: str, values: list[str]) -> Panel:
         "type": "custom",
         "query": ",".join(values),
         "current": {"text": values[0], "value": values[0], "selected": True},
-        "options": [{"text": value, "value": value, "selected": index == 0}
-                    for index, value in enumerate(values)],
+        "options": [
+            {"text": value, "value": value, "selected": index == 0}
+            for index, value in enumerate(values)
+        ],
         "hide": 0,
         "includeAll": False,
         "multi": False,
@@ -215,8 +270,10 @@ def rollback_annotation(selector: str = "") -> Panel:
     ``unless ... offset`` sees (``increase()`` would read 0 there).
     """
     counter = f'driftline_rollback_decisions_total{{decision="executed"{selector}}}'
-    expr = (f"sum by (model, rule) (changes({counter}[1m]) > 0 "
-            f"or ({counter} unless {counter} offset 1m))")
+    expr = (
+        f"sum by (model, rule) (changes({counter}[1m]) > 0 "
+        f"or ({counter} unless {counter} offset 1m))"
+    )
     return {
         "name": "Rollbacks",
         "datasource": DATASOURCE,
@@ -233,13 +290,25 @@ def rollback_annotation(selector: str = "") -> Panel:
 
 
 def _builtin_annotation() -> Panel:
-    return {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-            "name": "Annotations & Alerts", "type": "dashboard"}
+    return {
+        "builtIn": 1,
+        "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+        "enable": True,
+        "hide": True,
+        "iconColor": "rgba(0, 211, 255, 1)",
+        "name": "Annotations & Alerts",
+        "type": "dashboard",
+    }
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[Panel],
-              variables: list[Panel], annotations: list[Panel]) -> Panel:
+def dashboard(
+    uid: str,
+    title: str,
+    description: str,
+    panels: list[Panel],
+    variables: list[Panel],
+    annotations: list[Panel],
+) -> Panel:
     return {
         "uid": uid,
         "title": title,
@@ -253,8 +322,16 @@ def dashboard(uid: str, title: str, description: str, panels: list[Panel],
         "time": {"from": "now-30m", "to": "now"},
         "timepicker": {},
         "timezone": "browser",
-        "links": [{"type": "dashboards", "tags": ["driftline"], "asDropdown": False,
-                   "includeVars": False, "keepTime": True, "title": "driftline"}],
+        "links": [
+            {
+                "type": "dashboards",
+                "tags": ["driftline"],
+                "asDropdown": False,
+                "includeVars": False,
+                "keepTime": True,
+                "title": "driftline",
+            }
+        ],
         "templating": {"list": [_datasource_variable(), *variables]},
         "annotations": {"list": [_builtin_annotation(), *annotations]},
         "panels": _layout(panels),
@@ -266,58 +343,112 @@ def overview() -> Panel:
     panels = [
         stat("Models monitored", "max(driftline_models)"),
         stat("Events / s", f"sum(rate(driftline_events_total[{RATE}]))", unit="short"),
-        stat("Consumer lag (messages)", "sum(driftline_consumer_lag_messages)",
-             red_above=100_000),
-        stat("Stalest model (s)", "max(driftline_freshness_seconds)", unit="s", red_above=60,
-             description="Evaluator clock minus the newest event applied, worst model."),
-        stat("Alerts firing", 'sum(driftline_alert_state{state="firing"})', no_value="0",
-             red_above=1),
-        stat("Rollbacks executed", f"sum({executed})", no_value="0", red_above=1,
-             description="Ever, from the rollback audit counters in Redis."),
+        stat("Consumer lag (messages)", "sum(driftline_consumer_lag_messages)", red_above=100_000),
+        stat(
+            "Stalest model (s)",
+            "max(driftline_freshness_seconds)",
+            unit="s",
+            red_above=60,
+            description="Evaluator clock minus the newest event applied, worst model.",
+        ),
+        stat(
+            "Alerts firing", 'sum(driftline_alert_state{state="firing"})', no_value="0", red_above=1
+        ),
+        stat(
+            "Rollbacks executed",
+            f"sum({executed})",
+            no_value="0",
+            red_above=1,
+            description="Ever, from the rollback audit counters in Redis.",
+        ),
         row("Traffic"),
-        timeseries("Throughput by model (events/s)",
-                   [(f"sum by (model) (rate(driftline_events_total[{RATE}]))", "{{model}}")]),
-        timeseries("Consumer lag by partition (messages)",
-                   [("sum by (topic, partition) (driftline_consumer_lag_messages)",
-                     "{{topic}} [{{partition}}]")],
-                   description="Messages not yet committed by the consumer group."),
-        timeseries("Bad events by reason (/s)",
-                   [(f"sum by (reason) (rate(driftline_bad_events_total[{RATE}]))",
-                     "{{reason}}")], width=8,
-                   description="Refused and dead-lettered messages (docs: Publishing events)."),
-        timeseries("Late events by model (/s)",
-                   [(f"sum by (model) (rate(driftline_late_events_total[{RATE}]))",
-                     "{{model}}")], width=8,
-                   description="Events too old for any window: counted, never windowed."),
-        timeseries("Freshness by model", [("max by (model) (driftline_freshness_seconds)",
-                                           "{{model}}")], unit="s", width=8),
+        timeseries(
+            "Throughput by model (events/s)",
+            [(f"sum by (model) (rate(driftline_events_total[{RATE}]))", "{{model}}")],
+        ),
+        timeseries(
+            "Consumer lag by partition (messages)",
+            [
+                (
+                    "sum by (topic, partition) (driftline_consumer_lag_messages)",
+                    "{{topic}} [{{partition}}]",
+                )
+            ],
+            description="Messages not yet committed by the consumer group.",
+        ),
+        timeseries(
+            "Bad events by reason (/s)",
+            [(f"sum by (reason) (rate(driftline_bad_events_total[{RATE}]))", "{{reason}}")],
+            width=8,
+            description="Refused and dead-lettered messages (docs: Publishing events).",
+        ),
+        timeseries(
+            "Late events by model (/s)",
+            [(f"sum by (model) (rate(driftline_late_events_total[{RATE}]))", "{{model}}")],
+            width=8,
+            description="Events too old for any window: counted, never windowed.",
+        ),
+        timeseries(
+            "Freshness by model",
+            [("max by (model) (driftline_freshness_seconds)", "{{model}}")],
+            unit="s",
+            width=8,
+        ),
         row("Alerts and rollbacks"),
-        timeseries("Alerts by state",
-                   [('sum by (state) (driftline_alert_state{state=~"pending|firing|nodata"})',
-                     "{{state}}")]),
-        table("Pending and firing alerts",
-              [('driftline_alert_state{state=~"pending|firing"} == 1', "")],
-              hide=("Time", "__name__", "job", "instance", "Value")),
-        timeseries("Drift share by model version",
-                   [('max by (model, version, deployment) (driftline_drift_share_ratio'
-                     '{segment=""})', "{{model}} {{version}} {{deployment}}")],
-                   unit="percentunit", thresholds=[("green", None), ("red", 0.3)]),
-        table("Rollback decisions (ever)",
-              [("sum by (model, rule, decision) (driftline_rollback_decisions_total)", "")],
-              rename={"Value": "count"}),
+        timeseries(
+            "Alerts by state",
+            [
+                (
+                    'sum by (state) (driftline_alert_state{state=~"pending|firing|nodata"})',
+                    "{{state}}",
+                )
+            ],
+        ),
+        table(
+            "Pending and firing alerts",
+            [('driftline_alert_state{state=~"pending|firing"} == 1', "")],
+            hide=("Time", "__name__", "job", "instance", "Value"),
+        ),
+        timeseries(
+            "Drift share by model version",
+            [
+                (
+                    'max by (model, version, deployment) (driftline_drift_share_ratio{segment=""})',
+                    "{{model}} {{version}} {{deployment}}",
+                )
+            ],
+            unit="percentunit",
+            thresholds=[("green", None), ("red", 0.3)],
+        ),
+        table(
+            "Rollback decisions (ever)",
+            [("sum by (model, rule, decision) (driftline_rollback_decisions_total)", "")],
+            rename={"Value": "count"},
+        ),
     ]
-    return dashboard("driftline-overview", "driftline / overview",
-                     "Every model at a glance: traffic, lag, refused events, freshness, alerts "
-                     "and rollbacks.", panels, [], [rollback_annotation()])
+    return dashboard(
+        "driftline-overview",
+        "driftline / overview",
+        "Every model at a glance: traffic, lag, refused events, freshness, alerts and rollbacks.",
+        panels,
+        [],
+        [rollback_annotation()],
+    )
 
 
 SERIES = 'model="$model", version=~"$version", deployment=~"$deployment", segment=""'
 WINDOWED = SERIES + ', window="$window"'
 BY = "max by (version, deployment)"
 LEGEND = "{{version}} {{deployment}}"
-BOUNDS = [{"matcher": {"id": "byRegexp", "options": ".*(lower|upper)$"},
-           "properties": [{"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [4, 4]}},
-                          {"id": "custom.fillOpacity", "value": 0}]}]
+BOUNDS = [
+    {
+        "matcher": {"id": "byRegexp", "options": ".*(lower|upper)$"},
+        "properties": [
+            {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [4, 4]}},
+            {"id": "custom.fillOpacity", "value": 0},
+        ],
+    }
+]
 
 
 def _with_interval(metric: str, extra: str = "") -> list[tuple[str, str]]:
@@ -325,10 +456,14 @@ def _with_interval(metric: str, extra: str = "") -> list[tuple[str, str]]:
     selector = WINDOWED + extra
     return [
         (f"{BY} (driftline_{metric}_ratio{{{selector}}})", LEGEND),
-        (f'{BY} (driftline_{metric}_interval_ratio{{{selector}, bound="lower"}})',
-         LEGEND + " lower"),
-        (f'{BY} (driftline_{metric}_interval_ratio{{{selector}, bound="upper"}})',
-         LEGEND + " upper"),
+        (
+            f'{BY} (driftline_{metric}_interval_ratio{{{selector}, bound="lower"}})',
+            LEGEND + " lower",
+        ),
+        (
+            f'{BY} (driftline_{metric}_interval_ratio{{{selector}, bound="upper"}})',
+            LEGEND + " upper",
+        ),
     ]
 
 
@@ -337,191 +472,418 @@ def model_page() -> Panel:
     quality = 'class="$class"'
     panels = [
         row("Traffic and latency ($window window)"),
-        timeseries("Throughput (events/s)",
-                   [(f"sum by (version, deployment) "
-                     f"(driftline_throughput_events_per_second{{{WINDOWED}}})", LEGEND)],
-                   width=8),
-        timeseries("Latency p50 / p95 / p99", [
-            (f'{BY} (driftline_latency_seconds{{{WINDOWED}, quantile="{q}"}})',
-             f"{LEGEND} p{name}")
-            for q, name in (("0.5", "50"), ("0.95", "95"), ("0.99", "99"))
-        ], unit="s", width=16),
-        timeseries("Confidence", [
-            (f"{BY} (driftline_confidence_mean_ratio{{{WINDOWED}}})", LEGEND + " mean"),
-            (f"{BY} (driftline_low_confidence_ratio{{{WINDOWED}}})", LEGEND + " low share"),
-        ], unit="percentunit", width=8),
-        timeseries("Error ratio", [(f"{BY} (driftline_error_ratio{{{WINDOWED}}})", LEGEND)],
-                   unit="percentunit", width=8),
-        timeseries("Canary vs stable: p99 latency",
-                   [('max by (version, deployment) (driftline_latency_seconds{model="$model", '
-                     'segment="", window="$window", quantile="0.99"})', LEGEND)],
-                   unit="s", width=8,
-                   description="Every version of the model, whatever $version says."),
+        timeseries(
+            "Throughput (events/s)",
+            [
+                (
+                    f"sum by (version, deployment) "
+                    f"(driftline_throughput_events_per_second{{{WINDOWED}}})",
+                    LEGEND,
+                )
+            ],
+            width=8,
+        ),
+        timeseries(
+            "Latency p50 / p95 / p99",
+            [
+                (
+                    f'{BY} (driftline_latency_seconds{{{WINDOWED}, quantile="{q}"}})',
+                    f"{LEGEND} p{name}",
+                )
+                for q, name in (("0.5", "50"), ("0.95", "95"), ("0.99", "99"))
+            ],
+            unit="s",
+            width=16,
+        ),
+        timeseries(
+            "Confidence",
+            [
+                (f"{BY} (driftline_confidence_mean_ratio{{{WINDOWED}}})", LEGEND + " mean"),
+                (f"{BY} (driftline_low_confidence_ratio{{{WINDOWED}}})", LEGEND + " low share"),
+            ],
+            unit="percentunit",
+            width=8,
+        ),
+        timeseries(
+            "Error ratio",
+            [(f"{BY} (driftline_error_ratio{{{WINDOWED}}})", LEGEND)],
+            unit="percentunit",
+            width=8,
+        ),
+        timeseries(
+            "Canary vs stable: p99 latency",
+            [
+                (
+                    'max by (version, deployment) (driftline_latency_seconds{model="$model", '
+                    'segment="", window="$window", quantile="0.99"})',
+                    LEGEND,
+                )
+            ],
+            unit="s",
+            width=8,
+            description="Every version of the model, whatever $version says.",
+        ),
         row("Drift against the reference"),
-        timeseries("Drift share (features drifted)",
-                   [(f"{BY} (driftline_drift_share_ratio{{{SERIES}}})", LEGEND)],
-                   unit="percentunit", width=8, thresholds=[("green", None), ("red", 0.3)]),
-        table("Drift per feature ($window window)", [
-            (f'{by_feature} (driftline_drift_score{{{WINDOWED}, stat="psi"}})', ""),
-            (f"{by_feature} (driftline_drift_p_value{{{WINDOWED}}})", ""),
-            (f"{by_feature} (driftline_drifted{{{SERIES}}})", ""),
-        ], rename={"Value #A": "PSI", "Value #B": "p-value", "Value #C": "drifted"}, width=16,
+        timeseries(
+            "Drift share (features drifted)",
+            [(f"{BY} (driftline_drift_share_ratio{{{SERIES}}})", LEGEND)],
+            unit="percentunit",
+            width=8,
+            thresholds=[("green", None), ("red", 0.3)],
+        ),
+        table(
+            "Drift per feature ($window window)",
+            [
+                (f'{by_feature} (driftline_drift_score{{{WINDOWED}, stat="psi"}})', ""),
+                (f"{by_feature} (driftline_drift_p_value{{{WINDOWED}}})", ""),
+                (f"{by_feature} (driftline_drifted{{{SERIES}}})", ""),
+            ],
+            rename={"Value #A": "PSI", "Value #B": "p-value", "Value #C": "drifted"},
+            width=16,
             description="PSI and chi-square p-value per feature (@prediction and @confidence "
-                        "too); drifted = the drift policy's verdict over all its windows "
-                        "(fast, short, long)."),
-        state_timeline("Drifted features", f"max by (version, feature) "
-                       f"(driftline_drifted{{{SERIES}}})", "{{version}} {{feature}}"),
-        timeseries("PSI per feature",
-                   [(f'max by (version, feature) (driftline_drift_score{{{WINDOWED}, '
-                     f'stat="psi"}})', "{{version}} {{feature}}")],
-                   thresholds=[("green", None), ("red", 0.1)]),
-        timeseries("Reference age",
-                   [('max by (model) (driftline_reference_age_seconds{model="$model"})',
-                     "{{model}}")], unit="s"),
+            "too); drifted = the drift policy's verdict over all its windows "
+            "(fast, short, long).",
+        ),
+        state_timeline(
+            "Drifted features",
+            f"max by (version, feature) (driftline_drifted{{{SERIES}}})",
+            "{{version}} {{feature}}",
+        ),
+        timeseries(
+            "PSI per feature",
+            [
+                (
+                    f'max by (version, feature) (driftline_drift_score{{{WINDOWED}, stat="psi"}})',
+                    "{{version}} {{feature}}",
+                )
+            ],
+            thresholds=[("green", None), ("red", 0.1)],
+        ),
+        timeseries(
+            "Reference age",
+            [('max by (model) (driftline_reference_age_seconds{model="$model"})', "{{model}}")],
+            unit="s",
+        ),
         row("Quality from labels ($window window, class $class)"),
-        timeseries("Accuracy (95 % interval dashed)", _with_interval("accuracy"),
-                   unit="percentunit", width=8, overrides=BOUNDS),
-        timeseries("Precision of $class (95 % interval dashed)",
-                   _with_interval("precision", ", " + quality), unit="percentunit", width=8,
-                   overrides=BOUNDS),
-        timeseries("Recall of $class (95 % interval dashed)",
-                   _with_interval("recall", ", " + quality), unit="percentunit", width=8,
-                   overrides=BOUNDS),
-        timeseries("F1 of $class", [(f"{BY} (driftline_f1_ratio{{{WINDOWED}, {quality}}})",
-                                     LEGEND)], unit="percentunit", width=8),
-        timeseries("Estimated vs measured accuracy", [
-            (f"{BY} (driftline_estimated_accuracy_ratio{{{WINDOWED}}})", LEGEND + " estimated"),
-            (f"{BY} (driftline_accuracy_ratio{{{WINDOWED}}})", LEGEND + " measured"),
-        ], unit="percentunit", width=8,
+        timeseries(
+            "Accuracy (95 % interval dashed)",
+            _with_interval("accuracy"),
+            unit="percentunit",
+            width=8,
+            overrides=BOUNDS,
+        ),
+        timeseries(
+            "Precision of $class (95 % interval dashed)",
+            _with_interval("precision", ", " + quality),
+            unit="percentunit",
+            width=8,
+            overrides=BOUNDS,
+        ),
+        timeseries(
+            "Recall of $class (95 % interval dashed)",
+            _with_interval("recall", ", " + quality),
+            unit="percentunit",
+            width=8,
+            overrides=BOUNDS,
+        ),
+        timeseries(
+            "F1 of $class",
+            [(f"{BY} (driftline_f1_ratio{{{WINDOWED}, {quality}}})", LEGEND)],
+            unit="percentunit",
+            width=8,
+        ),
+        timeseries(
+            "Estimated vs measured accuracy",
+            [
+                (f"{BY} (driftline_estimated_accuracy_ratio{{{WINDOWED}}})", LEGEND + " estimated"),
+                (f"{BY} (driftline_accuracy_ratio{{{WINDOWED}}})", LEGEND + " measured"),
+            ],
+            unit="percentunit",
+            width=8,
             description="The estimate uses confidence alone (calibrated by `driftline "
-                        "calibrate`): it leads the measured value while labels are late."),
-        timeseries("Labels: coverage and delay", [
-            (f"{BY} (driftline_label_coverage_ratio{{{WINDOWED}}})", LEGEND + " coverage"),
-            (f'{BY} (driftline_label_delay_seconds{{{WINDOWED}, quantile="0.5"}})',
-             LEGEND + " median delay (s)"),
-        ], width=8),
+            "calibrate`): it leads the measured value while labels are late.",
+        ),
+        timeseries(
+            "Labels: coverage and delay",
+            [
+                (f"{BY} (driftline_label_coverage_ratio{{{WINDOWED}}})", LEGEND + " coverage"),
+                (
+                    f'{BY} (driftline_label_delay_seconds{{{WINDOWED}, quantile="0.5"}})',
+                    LEGEND + " median delay (s)",
+                ),
+            ],
+            width=8,
+        ),
         row("Canary and shadow vs stable ($window window)"),
-        timeseries("Difference to stable",
-                   [('max by (version, deployment, figure, class) (driftline_canary_difference'
-                     '{model="$model", window="$window"})',
-                     "{{version}} {{deployment}} {{figure}} {{class}}")]),
-        table("Difference to stable, with p-value", [
-            ('max by (version, deployment, figure, class) (driftline_canary_difference'
-             '{model="$model", window="$window"})', ""),
-            ('max by (version, deployment, figure, class) (driftline_canary_p_value'
-             '{model="$model", window="$window"})', ""),
-        ], rename={"Value #A": "difference", "Value #B": "p-value"}),
+        timeseries(
+            "Difference to stable",
+            [
+                (
+                    "max by (version, deployment, figure, class) (driftline_canary_difference"
+                    '{model="$model", window="$window"})',
+                    "{{version}} {{deployment}} {{figure}} {{class}}",
+                )
+            ],
+        ),
+        table(
+            "Difference to stable, with p-value",
+            [
+                (
+                    "max by (version, deployment, figure, class) (driftline_canary_difference"
+                    '{model="$model", window="$window"})',
+                    "",
+                ),
+                (
+                    "max by (version, deployment, figure, class) (driftline_canary_p_value"
+                    '{model="$model", window="$window"})',
+                    "",
+                ),
+            ],
+            rename={"Value #A": "difference", "Value #B": "p-value"},
+        ),
         row("Segments ($window window)"),
-        timeseries("Traffic share by segment",
-                   [('max by (version, segment) (driftline_segment_share_ratio{model="$model", '
-                     'version=~"$version", deployment=~"$deployment", segment!="", '
-                     'window="$window"})', "{{version}} {{segment}}")], unit="percentunit"),
-        timeseries("Disparity ratio (four-fifths line at 0.8)",
-                   [('min by (version, segment, figure) (driftline_disparity_ratio'
-                     '{model="$model", version=~"$version", deployment=~"$deployment", '
-                     'window="$window"})', "{{version}} {{segment}} {{figure}}")],
-                   thresholds=[("red", None), ("green", 0.8)]),
+        timeseries(
+            "Traffic share by segment",
+            [
+                (
+                    'max by (version, segment) (driftline_segment_share_ratio{model="$model", '
+                    'version=~"$version", deployment=~"$deployment", segment!="", '
+                    'window="$window"})',
+                    "{{version}} {{segment}}",
+                )
+            ],
+            unit="percentunit",
+        ),
+        timeseries(
+            "Disparity ratio (four-fifths line at 0.8)",
+            [
+                (
+                    "min by (version, segment, figure) (driftline_disparity_ratio"
+                    '{model="$model", version=~"$version", deployment=~"$deployment", '
+                    'window="$window"})',
+                    "{{version}} {{segment}} {{figure}}",
+                )
+            ],
+            thresholds=[("red", None), ("green", 0.8)],
+        ),
         row("Alerts"),
-        table("Alerts of $model (not inactive)",
-              [('driftline_alert_state{model="$model", state!="inactive"} == 1', "")],
-              hide=("Time", "__name__", "job", "instance", "Value"), width=24),
+        table(
+            "Alerts of $model (not inactive)",
+            [('driftline_alert_state{model="$model", state!="inactive"} == 1', "")],
+            hide=("Time", "__name__", "job", "instance", "Value"),
+            width=24,
+        ),
     ]
     variables = [
         _query_variable("model", "label_values(driftline_window_events, model)"),
-        _query_variable("version",
-                        'label_values(driftline_window_events{model="$model"}, version)',
-                        multi=True),
-        _query_variable("deployment",
-                        'label_values(driftline_window_events{model="$model", '
-                        'version=~"$version"}, deployment)', multi=True),
+        _query_variable(
+            "version", 'label_values(driftline_window_events{model="$model"}, version)', multi=True
+        ),
+        _query_variable(
+            "deployment",
+            'label_values(driftline_window_events{model="$model", '
+            'version=~"$version"}, deployment)',
+            multi=True,
+        ),
         _custom_variable("window", ["short", "long"]),
-        _query_variable("class", 'label_values(driftline_precision_ratio{model="$model"}, class)',
-                        label="positive class"),
+        _query_variable(
+            "class",
+            'label_values(driftline_precision_ratio{model="$model"}, class)',
+            label="positive class",
+        ),
     ]
-    return dashboard("driftline-model", "driftline / model",
-                     "One model: latency, confidence, errors, drift per feature, quality with "
-                     "intervals, canary vs stable, segments.", panels, variables,
-                     [rollback_annotation(', model="$model"')])
+    return dashboard(
+        "driftline-model",
+        "driftline / model",
+        "One model: latency, confidence, errors, drift per feature, quality with "
+        "intervals, canary vs stable, segments.",
+        panels,
+        variables,
+        [rollback_annotation(', model="$model"')],
+    )
 
 
 def operations() -> Panel:
     job = 'job="$job"'
     panels = [
         stat("Evaluators up", f"sum(up{{{job}}})", red_above=None),
-        stat("Active evaluators (lease holders)", f"sum(driftline_evaluator_leader{{{job}}})",
-             description="Exactly 1 when healthy: one holder of the Redis lease, the others "
-                         "standby."),
-        stat("Series dropped (cap)", f"max(driftline_metrics_series_dropped{{{job}}})",
-             red_above=1, description="Label sets left out of /metrics by evaluator.max_series."),
-        stat("Seconds since last tick",
-             f"time() - max(driftline_evaluator_last_tick_timestamp_seconds{{{job}}})", unit="s",
-             red_above=30, description="Grows when Redis or Kafka stalls the evaluator."),
-        stat("Total consumer lag", f"sum(driftline_consumer_lag_messages{{{job}}})",
-             red_above=100_000),
+        stat(
+            "Active evaluators (lease holders)",
+            f"sum(driftline_evaluator_leader{{{job}}})",
+            description="Exactly 1 when healthy: one holder of the Redis lease, the others "
+            "standby.",
+        ),
+        stat(
+            "Series dropped (cap)",
+            f"max(driftline_metrics_series_dropped{{{job}}})",
+            red_above=1,
+            description="Label sets left out of /metrics by evaluator.max_series.",
+        ),
+        stat(
+            "Seconds since last tick",
+            f"time() - max(driftline_evaluator_last_tick_timestamp_seconds{{{job}}})",
+            unit="s",
+            red_above=30,
+            description="Grows when Redis or Kafka stalls the evaluator.",
+        ),
+        stat(
+            "Total consumer lag",
+            f"sum(driftline_consumer_lag_messages{{{job}}})",
+            red_above=100_000,
+        ),
         stat("Scrape samples", f"sum(scrape_samples_scraped{{{job}}})"),
         row("Evaluator"),
-        timeseries("Ticks per second",
-                   [(f"sum by (instance) (rate(driftline_evaluator_ticks_total{{{job}}}[{RATE}]))",
-                     "{{instance}}")], width=8),
-        timeseries("Tick duration",
-                   [(f"max by (instance) (driftline_evaluator_tick_duration_seconds{{{job}}})",
-                     "{{instance}}")], unit="s", width=8,
-                   description="One Redis round trip per model plus the figures: rises with "
-                               "Redis latency and with the number of series."),
-        timeseries("Lease holder", [(f"max by (instance) (driftline_evaluator_leader{{{job}}})",
-                                     "{{instance}}")], width=8),
-        timeseries("Scrape duration and series dropped", [
-            (f"max by (instance) (scrape_duration_seconds{{{job}}})", "{{instance}} scrape (s)"),
-            (f"max by (instance) (driftline_metrics_series_dropped{{{job}}})",
-             "{{instance}} dropped"),
-        ]),
-        timeseries("Reference age by model",
-                   [(f"max by (model) (driftline_reference_age_seconds{{{job}}})", "{{model}}")],
-                   unit="s"),
+        timeseries(
+            "Ticks per second",
+            [
+                (
+                    f"sum by (instance) (rate(driftline_evaluator_ticks_total{{{job}}}[{RATE}]))",
+                    "{{instance}}",
+                )
+            ],
+            width=8,
+        ),
+        timeseries(
+            "Tick duration",
+            [
+                (
+                    f"max by (instance) (driftline_evaluator_tick_duration_seconds{{{job}}})",
+                    "{{instance}}",
+                )
+            ],
+            unit="s",
+            width=8,
+            description="One Redis round trip per model plus the figures: rises with "
+            "Redis latency and with the number of series.",
+        ),
+        timeseries(
+            "Lease holder",
+            [(f"max by (instance) (driftline_evaluator_leader{{{job}}})", "{{instance}}")],
+            width=8,
+        ),
+        timeseries(
+            "Scrape duration and series dropped",
+            [
+                (
+                    f"max by (instance) (scrape_duration_seconds{{{job}}})",
+                    "{{instance}} scrape (s)",
+                ),
+                (
+                    f"max by (instance) (driftline_metrics_series_dropped{{{job}}})",
+                    "{{instance}} dropped",
+                ),
+            ],
+        ),
+        timeseries(
+            "Reference age by model",
+            [(f"max by (model) (driftline_reference_age_seconds{{{job}}})", "{{model}}")],
+            unit="s",
+        ),
         row("Kafka and Redis"),
-        timeseries("Consumer lag by partition", [
-            (f"sum by (group, topic, partition) (driftline_consumer_lag_messages{{{job}}})",
-             "{{group}} {{topic}} [{{partition}}]")], width=8),
-        timeseries("Bad events by reason (/s)",
-                   [(f"sum by (reason) (rate(driftline_bad_events_total{{{job}}}[{RATE}]))",
-                     "{{reason}}")], width=8),
-        timeseries("Labels refused by reason (/s)",
-                   [(f"sum by (model, reason) "
-                     f"(rate(driftline_labels_refused_total{{{job}}}[{RATE}]))",
-                     "{{model}} {{reason}}")], width=8),
-        timeseries("Freshness by model (events reaching Redis)",
-                   [(f"max by (model) (driftline_freshness_seconds{{{job}}})", "{{model}}")],
-                   unit="s", width=8),
-        timeseries("Labels counted (/s)",
-                   [(f"sum by (model) (rate(driftline_labels_total{{{job}}}[{RATE}]))",
-                     "{{model}}")], width=8),
-        timeseries("Events applied (/s)",
-                   [(f"sum by (model) (rate(driftline_events_total{{{job}}}[{RATE}]))",
-                     "{{model}}")], width=8),
+        timeseries(
+            "Consumer lag by partition",
+            [
+                (
+                    f"sum by (group, topic, partition) (driftline_consumer_lag_messages{{{job}}})",
+                    "{{group}} {{topic}} [{{partition}}]",
+                )
+            ],
+            width=8,
+        ),
+        timeseries(
+            "Bad events by reason (/s)",
+            [
+                (
+                    f"sum by (reason) (rate(driftline_bad_events_total{{{job}}}[{RATE}]))",
+                    "{{reason}}",
+                )
+            ],
+            width=8,
+        ),
+        timeseries(
+            "Labels refused by reason (/s)",
+            [
+                (
+                    f"sum by (model, reason) "
+                    f"(rate(driftline_labels_refused_total{{{job}}}[{RATE}]))",
+                    "{{model}} {{reason}}",
+                )
+            ],
+            width=8,
+        ),
+        timeseries(
+            "Freshness by model (events reaching Redis)",
+            [(f"max by (model) (driftline_freshness_seconds{{{job}}})", "{{model}}")],
+            unit="s",
+            width=8,
+        ),
+        timeseries(
+            "Labels counted (/s)",
+            [(f"sum by (model) (rate(driftline_labels_total{{{job}}}[{RATE}]))", "{{model}}")],
+            width=8,
+        ),
+        timeseries(
+            "Events applied (/s)",
+            [(f"sum by (model) (rate(driftline_events_total{{{job}}}[{RATE}]))", "{{model}}")],
+            width=8,
+        ),
         row("Alerting path"),
-        timeseries("Rollback decisions", [
-            (f"sum by (decision) (increase(driftline_rollback_decisions_total{{{job}}}[{RATE}]))",
-             "{{decision}}")], width=8),
-        timeseries("Webhook receiver: alerts by outcome", [
-            (f"sum by (outcome) (increase(driftline_webhook_alerts_total{{{job}}}[{RATE}]))",
-             "{{outcome}}")], width=8),
-        timeseries("Notifications failed", [
-            (f"sum by (notifier) "
-             f"(increase(driftline_alert_notifications_failed_total{{{job}}}[{RATE}]))",
-             "{{notifier}}")], width=8),
+        timeseries(
+            "Rollback decisions",
+            [
+                (
+                    "sum by (decision) "
+                    f"(increase(driftline_rollback_decisions_total{{{job}}}[{RATE}]))",
+                    "{{decision}}",
+                )
+            ],
+            width=8,
+        ),
+        timeseries(
+            "Webhook receiver: alerts by outcome",
+            [
+                (
+                    f"sum by (outcome) (increase(driftline_webhook_alerts_total{{{job}}}[{RATE}]))",
+                    "{{outcome}}",
+                )
+            ],
+            width=8,
+        ),
+        timeseries(
+            "Notifications failed",
+            [
+                (
+                    f"sum by (notifier) "
+                    f"(increase(driftline_alert_notifications_failed_total{{{job}}}[{RATE}]))",
+                    "{{notifier}}",
+                )
+            ],
+            width=8,
+        ),
     ]
-    variables = [_query_variable("job", "label_values(driftline_evaluator_ticks_total, job)",
-                                 label="scrape job")]
-    return dashboard("driftline-operations", "driftline / operations",
-                     "driftline itself: evaluator ticks and lease, series cap, Kafka lag, "
-                     "refused input, Redis-backed freshness, the alerting path.", panels,
-                     variables, [rollback_annotation()])
+    variables = [
+        _query_variable(
+            "job", "label_values(driftline_evaluator_ticks_total, job)", label="scrape job"
+        )
+    ]
+    return dashboard(
+        "driftline-operations",
+        "driftline / operations",
+        "driftline itself: evaluator ticks and lease, series cap, Kafka lag, "
+        "refused input, Redis-backed freshness, the alerting path.",
+        panels,
+        variables,
+        [rollback_annotation()],
+    )
 
 
 def all_dashboards() -> dict[str, Panel]:
     """File name -> dashboard."""
-    return {"overview.json": overview(), "model.json": model_page(),
-            "operations.json": operations()}
+    return {
+        "overview.json": overview(),
+        "model.json": model_page(),
+        "operations.json": operations(),
+    }
 
 
 def render(board: Panel) -> str:

@@ -106,9 +106,7 @@ class MemoryWindowStore(WindowStore):
         if len(self._records) + len(self._markers) > self._purge_at_size:
             # Amortised: a full scan only each time the join state doubled since the last one.
             self._records = {k: v for k, v in self._records.items() if v[1] > now_ms}
-            self._shadow_records = {
-                k: v for k, v in self._shadow_records.items() if v[1] > now_ms
-            }
+            self._shadow_records = {k: v for k, v in self._shadow_records.items() if v[1] > now_ms}
             self._markers = {k: at for k, at in self._markers.items() if at > now_ms}
             self._purge_at_size = max(100_000, 2 * (len(self._records) + len(self._markers)))
 

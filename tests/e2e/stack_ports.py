@@ -41,8 +41,9 @@ def exclusive_stack_ports(timeout_s: float = 600.0) -> Iterator[None]:
             for port in (metrics_port(), webhook_port()):
                 with socket.socket() as probe:
                     if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        raise RuntimeError(f"port {port} is in use by a process not holding "
-                                           f"{LOCK_PATH}")
+                        raise RuntimeError(
+                            f"port {port} is in use by a process not holding {LOCK_PATH}"
+                        )
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -160,13 +160,16 @@ def ports() -> Iterator[None]:
 
 
 def _config(run_id: str) -> dict[str, Any]:
-    base = parse_config({
-        "kafka": {"bootstrap_servers": os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP",
-                                                      "127.0.0.1:19092")},
-        "redis": {"url": os.environ.get("DRIFTLINE_REDIS_URL", "redis://127.0.0.1:16379/0")},
-        "evaluator": {"metrics_port": metrics_port()},
-        "alerting": {"webhook": {"port": webhook_port()}},
-    })
+    base = parse_config(
+        {
+            "kafka": {
+                "bootstrap_servers": os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
+            },
+            "redis": {"url": os.environ.get("DRIFTLINE_REDIS_URL", "redis://127.0.0.1:16379/0")},
+            "evaluator": {"metrics_port": metrics_port()},
+            "alerting": {"webhook": {"port": webhook_port()}},
+        }
+    )
     settings = demo_settings(base, run_id, for_seconds=3.0)
     # A notifier whose deliveries fail (nothing listens on port 9): the failure counter moves.
     settings["alerting"]["notifiers"].append(
@@ -177,10 +180,16 @@ def _config(run_id: str) -> dict[str, Any]:
 
 def _cli(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "driftline.cli", *arguments], cwd=REPO, capture_output=True,
-        text=True, timeout=60, check=False,
-        env={**os.environ, "DRIFTLINE_WEBHOOK_TOKEN": os.environ.get(
-            "DRIFTLINE_WEBHOOK_TOKEN", "dev-token")},
+        [sys.executable, "-m", "driftline.cli", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={
+            **os.environ,
+            "DRIFTLINE_WEBHOOK_TOKEN": os.environ.get("DRIFTLINE_WEBHOOK_TOKEN", "dev-token"),
+        },
     )
 
 
@@ -188,15 +197,28 @@ def _odd_messages(config: Config, run_id: str) -> None:
     """Refused events, late events and labels of unknown events: their panels need them."""
     old_ms = time.time_ns() // 1_000_000 - 2 * 3600 * 1000
     late = [
-        json.dumps({"event_id": f"late-{run_id}-{n}", "ts": old_ms, "model": "fraud",
-                    "version": "v41", "deployment": "stable", "latency_ms": 10}).encode()
+        json.dumps(
+            {
+                "event_id": f"late-{run_id}-{n}",
+                "ts": old_ms,
+                "model": "fraud",
+                "version": "v41",
+                "deployment": "stable",
+                "latency_ms": 10,
+            }
+        ).encode()
         for n in range(5)
     ]
-    produce(config.kafka.bootstrap_servers, config.topics.events,
-            [b"not json", b"{\"event_id\": 1}", *late])
-    produce(config.kafka.bootstrap_servers, config.topics.labels,
-            [json.dumps({"event_id": f"nobody-{n}", "label": "positive"}).encode()
-             for n in range(3)])
+    produce(
+        config.kafka.bootstrap_servers,
+        config.topics.events,
+        [b"not json", b'{"event_id": 1}', *late],
+    )
+    produce(
+        config.kafka.bootstrap_servers,
+        config.topics.labels,
+        [json.dumps({"event_id": f"nobody-{n}", "label": "positive"}).encode() for n in range(3)],
+    )
 
 
 def test_every_dashboard_query_returns_data(ports: None, tmp_path: Path) -> None:
@@ -211,8 +233,14 @@ def test_every_dashboard_query_returns_data(ports: None, tmp_path: Path) -> None
     ledger = RedisRollbackLedger(store.client, AlertingKeys(config.redis.key_prefix))
     streams = {
         (model, version): LiveStream(
-            TrafficSpec(model, version, deployment, feature_count=5, latency_median_ms=latency,
-                        segments=(("region", ("eu", "us")),)),
+            TrafficSpec(
+                model,
+                version,
+                deployment,
+                feature_count=5,
+                latency_median_ms=latency,
+                segments=(("region", ("eu", "us")),),
+            ),
             rate_per_s=100,
         )
         for model, version, deployment, latency in DEMO_STREAMS
@@ -225,26 +253,43 @@ def test_every_dashboard_query_returns_data(ports: None, tmp_path: Path) -> None
         try:
             _odd_messages(config, run_id)
             wait_for(lambda: bool(scrape(metrics_url)), 30, "the evaluator's /metrics")
-            wait_for(lambda: _answers(f"http://127.0.0.1:{webhook_port()}/-/healthy"), 30,
-                     "the webhook receiver")
+            wait_for(
+                lambda: _answers(f"http://127.0.0.1:{webhook_port()}/-/healthy"),
+                30,
+                "the webhook receiver",
+            )
             serving_since = time.monotonic()
-            drill = _cli("drill", "--config", str(config_path), "--via", "webhook",
-                         "--timeout", "20")
+            drill = _cli(
+                "drill", "--config", str(config_path), "--via", "webhook", "--timeout", "20"
+            )
             assert drill.returncode == 0, drill.stderr
             assert json.loads(drill.stdout)["decision"] == "dry_run"
             wait_for(lambda: time.monotonic() - serving_since >= 12, 20, "labelled traffic")
             for model, _, deployment, _ in DEMO_STREAMS:
                 if deployment == "stable":
-                    done = _cli("calibrate", "--config", str(config_path), "--model", model,
-                                "--window", "short")
+                    done = _cli(
+                        "calibrate",
+                        "--config",
+                        str(config_path),
+                        "--model",
+                        model,
+                        "--window",
+                        "short",
+                    )
                     assert done.returncode == 0, done.stderr
             canary = streams[(BAD_MODEL, BAD_VERSION)]
             canary.change(latency_median_ms=80.0, feature_shift=1.5, shifted_features=2)
             canary.label_accuracy = 0.6
-            wait_for(lambda: any(e["decision"] == "executed" for e in ledger.audit_entries()),
-                     40, "the canary's rollback")
-            wait_for(lambda: time.monotonic() - serving_since >= RANGE_S + 10, 40,
-                     "Prometheus to hold only this run's samples in every range")
+            wait_for(
+                lambda: any(e["decision"] == "executed" for e in ledger.audit_entries()),
+                40,
+                "the canary's rollback",
+            )
+            wait_for(
+                lambda: time.monotonic() - serving_since >= RANGE_S + 10,
+                40,
+                "Prometheus to hold only this run's samples in every range",
+            )
             annotation = _dashboards()["overview.json"]["annotations"]["list"][1]["expr"]
             wait_for(lambda: bool(_query(annotation)), 30, "the rollback in Prometheus", 1.0)
             # A counter that first moved a moment ago (the failed notification of the firing
@@ -270,10 +315,19 @@ def _empty_queries() -> dict[str, str]:
             if variable["type"] != "query":
                 continue
             match, label = _label_values(variable["query"]["query"])
-            values = _get(f"/api/v1/label/{label}/values", **{"match[]": _substitute(
-                match, {**COMMON, **selections[0]})}, start=start, end=now)
-            expected = {"model": BAD_MODEL, "version": BAD_VERSION, "deployment": "canary",
-                        "class": "positive", "job": "driftline"}[variable["name"]]
+            values = _get(
+                f"/api/v1/label/{label}/values",
+                **{"match[]": _substitute(match, {**COMMON, **selections[0]})},
+                start=start,
+                end=now,
+            )
+            expected = {
+                "model": BAD_MODEL,
+                "version": BAD_VERSION,
+                "deployment": "canary",
+                "class": "positive",
+                "job": "driftline",
+            }[variable["name"]]
             assert expected in values, (name, variable["name"], values)
         for values in selections:
             for where, expr in _queries(board):
@@ -294,5 +348,5 @@ def _answers(url: str) -> bool:
 def _label_values(query: str) -> tuple[str, str]:
     """``label_values(selector, label)`` -> (selector, label)."""
     assert query.startswith("label_values(") and query.endswith(")"), query
-    selector, _, label = query[len("label_values("):-1].rpartition(",")
+    selector, _, label = query[len("label_values(") : -1].rpartition(",")
     return selector.strip(), label.strip()

@@ -26,8 +26,13 @@ def test_make_demo_rolls_the_canary_back_within_three_minutes(
     with exclusive_stack_ports():
         started = time.monotonic()
         done = subprocess.run(
-            ["make", "demo"], cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True,
-            text=True, timeout=DEMO_LIMIT_S + 60, check=False,
+            ["make", "demo"],
+            cwd=REPO,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=DEMO_LIMIT_S + 60,
+            check=False,
             env={**os.environ, "TERM": "dumb"},
         )
         took_s = time.monotonic() - started
@@ -35,9 +40,12 @@ def test_make_demo_rolls_the_canary_back_within_three_minutes(
     assert done.returncode == 0, output[-4000:]
     assert took_s < DEMO_LIMIT_S, f"make demo took {took_s:.0f}s"
     # The summary: what was rolled back, by which rule, and that both actions ran.
-    assert re.search(r"ROLLBACK executed: fraud v42 -> v41 by rule canary-p99-latency-vs-stable"
-                     r" \(value [0-9.]+, threshold 1\.5\); actions: redis_key: ok, "
-                     r"kafka_control: ok", output), output[-4000:]
+    assert re.search(
+        r"ROLLBACK executed: fraud v42 -> v41 by rule canary-p99-latency-vs-stable"
+        r" \(value [0-9.]+, threshold 1\.5\); actions: redis_key: ok, "
+        r"kafka_control: ok",
+        output,
+    ), output[-4000:]
     # Alerts moved through pending before firing, and the traffic obeyed the rollback.
     pending = output.index("alert canary-p99-latency-vs-stable on fraud v42: pending")
     firing = output.index("alert canary-p99-latency-vs-stable on fraud v42: firing")
@@ -50,7 +58,8 @@ def test_make_demo_rolls_the_canary_back_within_three_minutes(
     decisions = [fields for _, fields in redis_client.xrange(audit_key.group(1))]
     executed = [d for d in decisions if d["decision"] == "executed"]
     assert [(d["model"], d["from_version"], d["to_version"]) for d in executed] == [
-        ("fraud", "v42", "v41")]
+        ("fraud", "v42", "v41")
+    ]
     assert redis_client.get(active_key.group(1)) == "v41"
     for where in ("metrics ", "Prometheus ", "Alertmanager ", "status ", "logs "):
         assert where in output

@@ -56,12 +56,20 @@ class LiveTraffic:
                 latencies = rng.lognormal(np.log(stream.latency_median_ms), 0.3, count)
                 for latency in latencies.tolist():
                     self.sent += 1
-                    event = {"event_id": f"e{self.sent}", "ts": now_ms, "model": self.model,
-                             "version": stream.version, "deployment": stream.deployment,
-                             "latency_ms": round(latency, 3), "confidence": 0.9,
-                             "prediction": "yes", "segment": stream.segment}
-                    producer.produce(self.topic, json.dumps(event).encode(),
-                                     key=self.model.encode())
+                    event = {
+                        "event_id": f"e{self.sent}",
+                        "ts": now_ms,
+                        "model": self.model,
+                        "version": stream.version,
+                        "deployment": stream.deployment,
+                        "latency_ms": round(latency, 3),
+                        "confidence": 0.9,
+                        "prediction": "yes",
+                        "segment": stream.segment,
+                    }
+                    producer.produce(
+                        self.topic, json.dumps(event).encode(), key=self.model.encode()
+                    )
             producer.poll(0)
         producer.flush(10)
 

@@ -118,9 +118,7 @@ def leg_traffic(
     )
 
 
-def shadow_of(
-    stable: LegTraffic, version: str, count: int, flips: int, *, seed: int
-) -> LegTraffic:
+def shadow_of(stable: LegTraffic, version: str, count: int, flips: int, *, seed: int) -> LegTraffic:
     """A shadow version answering the same inputs as ``stable``'s first ``count`` events (same
     event_id, time and features), predicting what stable did except on exactly ``flips`` of
     them: true frauds it calls "ok". No labels of its own: stable's labels judge both legs."""

@@ -29,8 +29,19 @@ def _mentioned() -> dict[str, set[str]]:
 
 def _served(config_path: Path, port: int) -> set[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "driftline.cli", "evaluate", "--config", str(config_path),
-         "--port", str(port)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        [
+            sys.executable,
+            "-m",
+            "driftline.cli",
+            "evaluate",
+            "--config",
+            str(config_path),
+            "--port",
+            str(port),
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
@@ -49,13 +60,15 @@ def _served(config_path: Path, port: int) -> set[str]:
     return set(re.findall(r"^# HELP (\S+) ", text, flags=re.MULTILINE))
 
 
-def test_metric_names_in_the_docs_exist(stack_config: Callable[..., Config],
-                                        tmp_path: Path) -> None:
+def test_metric_names_in_the_docs_exist(
+    stack_config: Callable[..., Config], tmp_path: Path
+) -> None:
     mentioned = _mentioned()
     assert len(mentioned) > 30  # the docs do name the metrics (the test reads the right files)
     catalogue = {metric.name for metric in CATALOGUE}
-    uncatalogued = {name: sorted(where) for name, where in mentioned.items()
-                    if name not in catalogue}
+    uncatalogued = {
+        name: sorted(where) for name, where in mentioned.items() if name not in catalogue
+    }
     assert uncatalogued == {}, f"not in alerting/metric_names.py: {uncatalogued}"
     served = _served(write_config(stack_config(partitions=1), tmp_path), free_port())
     unserved = {name: sorted(where) for name, where in mentioned.items() if name not in served}

@@ -347,8 +347,15 @@ def test_an_executor_dying_between_actions_is_resumed_once(
             raise Dies
 
         control.run = die  # type: ignore[method-assign]
-        request = RollbackRequest("canary-p99", "shop", "v2", starts_at_ms=999_000, value=0.5,
-                                  threshold=0.2, source="engine")
+        request = RollbackRequest(
+            "canary-p99",
+            "shop",
+            "v2",
+            starts_at_ms=999_000,
+            value=0.5,
+            threshold=0.2,
+            source="engine",
+        )
         with pytest.raises(Dies):
             first.handle(request, now_ms=now[0])
         assert len(server.received("POST", "/rollback")) == 1
@@ -358,14 +365,16 @@ def test_an_executor_dying_between_actions_is_resumed_once(
             dataclasses.replace(request, resubmitted=True), now_ms=now[0] + 1000
         )
         assert before_claim_ends.decision == "declined_duplicate"
-        resumed = second.handle(dataclasses.replace(request, resubmitted=True),
-                                now_ms=now[0] + second.claim_ms + 1)
+        resumed = second.handle(
+            dataclasses.replace(request, resubmitted=True), now_ms=now[0] + second.claim_ms + 1
+        )
         assert resumed.decision == "executed" and "resumed" in resumed.reason
         assert [a["attempts"] for a in resumed.actions] == [0, 1, 1]
         assert len(server.received("POST", "/rollback")) == 1, "the webhook is not repeated"
         assert len(control_messages(kafka_bootstrap, config.topics.control, expect=1)) == 1
-        third = second.handle(dataclasses.replace(request, resubmitted=True),
-                              now_ms=now[0] + 10 * second.claim_ms)
+        third = second.handle(
+            dataclasses.replace(request, resubmitted=True), now_ms=now[0] + 10 * second.claim_ms
+        )
         assert third.decision == "declined_duplicate"
         executed = [e for e in ledger.audit_entries() if e["decision"] == "executed"]
         assert len(executed) == 1
@@ -376,18 +385,30 @@ def test_kafka_unavailable_is_retried_audited_and_never_run_twice(
 ) -> None:
     with recording_server() as server:
         config = _config(stack_config, server, retries=2, backoff_seconds=0.01)
-        broken = config.model_copy(update={"kafka": config.kafka.model_copy(update={
-            "bootstrap_servers": "127.0.0.1:1"})})
+        broken = config.model_copy(
+            update={"kafka": config.kafka.model_copy(update={"bootstrap_servers": "127.0.0.1:1"})}
+        )
         actions = build_actions(
-            [action.model_copy(update={"timeout_seconds": 1.0})
-             if action.type == "kafka_control" else action
-             for action in broken.alerting.rollback.actions],
-            broken, redis_client,
+            [
+                action.model_copy(update={"timeout_seconds": 1.0})
+                if action.type == "kafka_control"
+                else action
+                for action in broken.alerting.rollback.actions
+            ],
+            broken,
+            redis_client,
         )
         ledger = RedisRollbackLedger(redis_client, AlertingKeys(config.redis.key_prefix))
         executor = RollbackExecutor(broken, ledger, actions)
-        request = RollbackRequest("canary-p99", "shop", "v2", starts_at_ms=5_000, value=0.5,
-                                  threshold=0.2, source="engine")
+        request = RollbackRequest(
+            "canary-p99",
+            "shop",
+            "v2",
+            starts_at_ms=5_000,
+            value=0.5,
+            threshold=0.2,
+            source="engine",
+        )
         decision = executor.handle(request)
         assert decision.decision == "failed" and "kafka_control" in decision.reason
         by_action = {result["action"]: result for result in decision.actions}

@@ -66,16 +66,16 @@ def _export(config_path: Path, out_dir: Path) -> tuple[Path, Path]:
 def _promtool(*arguments: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
     assert promtool is not None, "promtool (Debian package prometheus) is not installed"
-    return subprocess.run([promtool, *arguments], cwd=cwd, capture_output=True, text=True,
-                          check=False)
+    return subprocess.run(
+        [promtool, *arguments], cwd=cwd, capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture
 def config_path(tmp_path: Path) -> Path:
     path = tmp_path / "driftline.yaml"
     text = EXAMPLE.read_text(encoding="utf-8")
-    path.write_text(text.replace("\nalerting:", EXTRA_RULES + "\nalerting:", 1),
-                    encoding="utf-8")
+    path.write_text(text.replace("\nalerting:", EXTRA_RULES + "\nalerting:", 1), encoding="utf-8")
     return path
 
 
@@ -95,18 +95,25 @@ def test_generated_tests_catch_a_missing_traffic_guard(config_path: Path, tmp_pa
     rules, tests = _export(config_path, tmp_path / "out")
     data = yaml.safe_load(rules.read_text(encoding="utf-8"))
     for rule in data["groups"][0]["rules"]:
-        rule["expr"] = re.sub(r" and on\([^)]*\) \(driftline_window_\w+[^)]*\)", "",
-                              rule["expr"])
+        rule["expr"] = re.sub(r" and on\([^)]*\) \(driftline_window_\w+[^)]*\)", "", rule["expr"])
     rules.write_text(yaml.safe_dump(data), encoding="utf-8")
     tested = _promtool("test", "rules", tests.name, cwd=tests.parent)
     assert tested.returncode == 1
-    failed = re.findall(r"name: (.*?): below min_samples never fires",
-                        tested.stdout + tested.stderr)
-    assert sorted(failed) == sorted([
-        "p99-latency", "error-ratio", "low-confidence-ratio", "drift-share",
-        "canary-p99-latency-vs-stable", "canary-error-ratio-vs-stable",
-        "confidence-drop-vs-stable", "canary-precision",
-    ])
+    failed = re.findall(
+        r"name: (.*?): below min_samples never fires", tested.stdout + tested.stderr
+    )
+    assert sorted(failed) == sorted(
+        [
+            "p99-latency",
+            "error-ratio",
+            "low-confidence-ratio",
+            "drift-share",
+            "canary-p99-latency-vs-stable",
+            "canary-error-ratio-vs-stable",
+            "confidence-drop-vs-stable",
+            "canary-precision",
+        ]
+    )
 
 
 def test_shipped_files_are_the_export_of_the_example(tmp_path: Path) -> None:
@@ -119,9 +126,12 @@ def test_shipped_files_are_the_export_of_the_example(tmp_path: Path) -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     amtool = shutil.which("amtool")
     assert amtool is not None
-    checked = subprocess.run([amtool, "check-config", str(REPO / "deploy" / "alertmanager" /
-                                                         "alertmanager.yml")],
-                             capture_output=True, text=True, check=False)
+    checked = subprocess.run(
+        [amtool, "check-config", str(REPO / "deploy" / "alertmanager" / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
@@ -170,7 +180,9 @@ def test_engine_fires_where_prometheus_does(config_path: Path, tmp_path: Path) -
                 if event.rule.name == case["alertname"]
             ]
             assert firing == [alert["exp_labels"] for alert in case["exp_alerts"]], (
-                group["name"], second)
+                group["name"],
+                second,
+            )
             checked += 1
     assert checked == 9 * 2 + 8 - 1  # "not yet" cases exist where `for` > 0 (not throughput)
 

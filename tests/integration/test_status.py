@@ -23,20 +23,36 @@ from tests.conftest import (
 RULE = "canary-slow"
 
 
-def _events(version: str, deployment: str, count: int, latency_ms: float,
-            errors: int) -> list[bytes]:
+def _events(
+    version: str, deployment: str, count: int, latency_ms: float, errors: int
+) -> list[bytes]:
     now_ms = time.time_ns() // 1_000_000
     return [
-        json.dumps({"event_id": f"{version}-{n}", "ts": now_ms - n, "model": "shop",
-                    "version": version, "deployment": deployment, "latency_ms": latency_ms,
-                    "confidence": 0.9, "error": n < errors}).encode()
+        json.dumps(
+            {
+                "event_id": f"{version}-{n}",
+                "ts": now_ms - n,
+                "model": "shop",
+                "version": version,
+                "deployment": deployment,
+                "latency_ms": latency_ms,
+                "confidence": 0.9,
+                "error": n < errors,
+            }
+        ).encode()
         for n in range(count)
     ]
 
 
 def _driftline(*arguments: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([sys.executable, "-m", "driftline.cli", *arguments], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "driftline.cli", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -46,19 +62,34 @@ def test_status_reports_windows_lag_alerts_and_the_last_rollback(
 ) -> None:
     config = stack_config(
         partitions=2,
-        windows={"bucket_seconds": 1, "rollup_seconds": 2, "short_seconds": 60,
-                 "long_seconds": 120},
+        windows={
+            "bucket_seconds": 1,
+            "rollup_seconds": 2,
+            "short_seconds": 60,
+            "long_seconds": 120,
+        },
         models={"shop": {"stable_version": "v1"}},
-        rules=[{"name": RULE, "metric": "driftline_latency_seconds",
+        rules=[
+            {
+                "name": RULE,
+                "metric": "driftline_latency_seconds",
                 "match": {"quantile": "0.99", "deployment": "canary", "segment": ""},
-                "relative": {"reference": {"deployment": "stable"}}, "comparison": ">",
-                "threshold": 2, "min_samples": 100, "action": "rollback"}],
+                "relative": {"reference": {"deployment": "stable"}},
+                "comparison": ">",
+                "threshold": 2,
+                "min_samples": 100,
+                "action": "rollback",
+            }
+        ],
     )
     config_path = write_config(config, tmp_path)
-    produce(kafka_bootstrap, config.topics.events,
-            _events("v1", "stable", 300, 10.0, errors=3)
-            + _events("v2", "canary", 150, 100.0, errors=15),
-            keys=[b"shop"] * 450)
+    produce(
+        kafka_bootstrap,
+        config.topics.events,
+        _events("v1", "stable", 300, 10.0, errors=3)
+        + _events("v2", "canary", 150, 100.0, errors=15),
+        keys=[b"shop"] * 450,
+    )
     consumer = start_consumer(config_path)
     try:
         wait_until_committed(kafka_bootstrap, config.kafka.group_id, config.topics.events, 2)
@@ -72,7 +103,8 @@ def test_status_reports_windows_lag_alerts_and_the_last_rollback(
     _driftline("evaluate", "--config", str(config_path), "--once")
 
     document: dict[str, Any] = json.loads(
-        _driftline("status", "--config", str(config_path), "--json").stdout)
+        _driftline("status", "--config", str(config_path), "--json").stdout
+    )
 
     [shop] = document["models"]
     assert shop["model"] == "shop"
@@ -84,10 +116,15 @@ def test_status_reports_windows_lag_alerts_and_the_last_rollback(
     assert (by_version["v1"]["error_ratio"], by_version["v2"]["error_ratio"]) == (0.01, 0.1)
     assert abs(by_version["v2"]["p99_latency_seconds"] - 0.1) <= 0.001  # 1 % sketch accuracy
     assert [(a["rule"], a["version"], a["state"]) for a in shop["alerts"]] == [
-        (RULE, "v2", "firing")]
+        (RULE, "v2", "firing")
+    ]
     rollback = shop["last_rollback"]
-    assert (rollback["decision"], rollback["from_version"], rollback["to_version"],
-            rollback["rule"]) == ("dry_run", "v2", "v1", RULE)
+    assert (
+        rollback["decision"],
+        rollback["from_version"],
+        rollback["to_version"],
+        rollback["rule"],
+    ) == ("dry_run", "v2", "v1", RULE)
     lag = document["consumer_lag"]
     assert lag["events"]["group"] == config.kafka.group_id
     assert lag["events"]["messages"] == 20

@@ -33,13 +33,18 @@ def test_receiver_conforms_to_its_openapi_description(
     statuses: set[int] = set()
     operations = [result.ok() for result in schema.get_all_operations()]
     assert {operation.label for operation in operations} == {
-        "POST /v1/alertmanager", "GET /-/healthy"}
+        "POST /v1/alertmanager",
+        "GET /-/healthy",
+    }
 
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES_PER_OPERATION,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+        )
         def exercise(case: schemathesis.Case) -> None:
             authorised = case.call(headers={"Authorization": f"Bearer {TOKEN.decode()}"})
             # A schema-valid body larger than max_body_bytes is refused with the documented 413:

@@ -31,7 +31,8 @@ def test_reference_names_aliases_kinds_and_defaults_as_yaml_spells_them() -> Non
     assert keys["rules[].for"].default == "0.0"  # the alias, not for_seconds
     assert "rules[].for_seconds" not in keys
     assert keys["alerting.rollback.actions[type=redis_key].key"].default == (
-        '"driftline:active-version:{model}"')
+        '"driftline:active-version:{model}"'
+    )
     assert keys["models.<name>.labels.positive_classes"].type == "list of str"
     assert keys["rules[].name"].default == "required"
     assert keys["evaluator.metrics_port"].constraints == ">= 0, <= 65535"

@@ -21,8 +21,9 @@ from tests.conftest import REPO
 
 COMPOSE_DIR = REPO / "deploy" / "compose"
 K8S_DIR = REPO / "deploy" / "k8s"
-KAFKA_VERSION = re.search(r"^KAFKA_VERSION=(\S+)$",
-                          (REPO / "deploy/local/stack.sh").read_text(), re.MULTILINE)
+KAFKA_VERSION = re.search(
+    r"^KAFKA_VERSION=(\S+)$", (REPO / "deploy/local/stack.sh").read_text(), re.MULTILINE
+)
 
 
 @dataclass
@@ -51,8 +52,12 @@ def _command(args: list[str]) -> tuple[click.Command, list[str]]:
 def parse_invocation(args: list[str]) -> tuple[str, dict[str, Any]]:
     """The command's name and its option values, checked against its click parameters."""
     command, rest = _command(args)
-    options = {opt: param for param in command.params if isinstance(param, click.Option)
-               for opt in [*param.opts, *param.secondary_opts]}
+    options = {
+        opt: param
+        for param in command.params
+        if isinstance(param, click.Option)
+        for opt in [*param.opts, *param.secondary_opts]
+    }
     values: dict[str, Any] = {}
     while rest:
         token = rest.pop(0)
@@ -92,9 +97,11 @@ def check_invocation(invocation: Invocation) -> tuple[str, dict[str, Any], Confi
     name, values = parse_invocation(invocation.args)
     config_path = values.get("config_path")
     assert config_path in invocation.files, (
-        f"{invocation.where}: --config {config_path} is not mounted")
-    config = parse_config(yaml.safe_load(invocation.files[config_path]),
-                          source=f"{invocation.where}: {config_path}")
+        f"{invocation.where}: --config {config_path} is not mounted"
+    )
+    config = parse_config(
+        yaml.safe_load(invocation.files[config_path]), source=f"{invocation.where}: {config_path}"
+    )
     unknown_env = invocation.env - accepted_env(config)
     assert not unknown_env, f"{invocation.where}: driftline reads no {sorted(unknown_env)}"
     if name == "evaluate":
@@ -141,15 +148,21 @@ def _compose_invocations() -> list[Invocation]:
         if service.get("image", "").startswith("driftline"):
             assert service["build"] == {"context": "../..", "dockerfile": "Dockerfile"}, name
             ports = {int(str(port).split(":")[-1]) for port in service.get("ports", [])}
-            found.append(Invocation(f"compose {name}", list(service["command"]),
-                                    _compose_files(service), set(service.get("environment", {})),
-                                    ports, set(service.get("secrets", []))))
+            found.append(
+                Invocation(
+                    f"compose {name}",
+                    list(service["command"]),
+                    _compose_files(service),
+                    set(service.get("environment", {})),
+                    ports,
+                    set(service.get("secrets", [])),
+                )
+            )
     return found
 
 
 def test_compose_runs_every_process_with_real_flags_and_config() -> None:
-    checked = {check_invocation(invocation)[0]: invocation for invocation in
-               _compose_invocations()}
+    checked = {check_invocation(invocation)[0]: invocation for invocation in _compose_invocations()}
     assert set(checked) == {"consume", "consume-labels", "evaluate", "webhook", "demo"}
     _, values = parse_invocation(checked["demo"].args)
     assert values["traffic_only"] is True
@@ -162,19 +175,27 @@ def test_compose_runs_every_process_with_real_flags_and_config() -> None:
 def test_compose_services_agree_with_the_driftline_config() -> None:
     services = _compose()["services"]
     [config_text] = set(_compose_files(services["evaluate"]).values()) & {
-        (COMPOSE_DIR / "driftline.yaml").read_text(encoding="utf-8")}
+        (COMPOSE_DIR / "driftline.yaml").read_text(encoding="utf-8")
+    }
     config = parse_config(yaml.safe_load(config_text))
     assert KAFKA_VERSION is not None
     assert services["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION.group(1)}"
     host, port = config.kafka.bootstrap_servers.split(":")
-    assert host == "kafka" and f"INTERNAL://kafka:{port}" in services["kafka"]["environment"][
-        "KAFKA_ADVERTISED_LISTENERS"]
+    assert (
+        host == "kafka"
+        and f"INTERNAL://kafka:{port}"
+        in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    )
     redis_url = urlsplit(config.redis.url)
     assert redis_url.hostname in services and redis_url.port == 6379
     topics = " ".join(services["topics"]["command"])
     created = dict(re.findall(r"(driftline\.[a-z.-]+):(\d+)", topics))
-    assert set(created) == {config.topics.events, config.topics.labels,
-                            config.topics.dead_letter, config.topics.control}
+    assert set(created) == {
+        config.topics.events,
+        config.topics.labels,
+        config.topics.dead_letter,
+        config.topics.control,
+    }
     # Prometheus scrapes the evaluator and loads the rules exported from this very config.
     prometheus = yaml.safe_load((COMPOSE_DIR / "prometheus.yml").read_text())
     [job] = prometheus["scrape_configs"]
@@ -182,35 +203,44 @@ def test_compose_services_agree_with_the_driftline_config() -> None:
     exported = yaml.safe_load((COMPOSE_DIR / "driftline-rules.yml").read_text())
     assert exported == prometheus_rule_file(config.rules, config.alerting), (
         "run `driftline rules export --config deploy/compose/driftline.yaml "
-        "--out-dir deploy/compose`")
+        "--out-dir deploy/compose`"
+    )
     assert prometheus["rule_files"] == ["driftline-rules.yml"]
-    assert "./driftline-rules.yml:/etc/prometheus/driftline-rules.yml:ro" in services[
-        "prometheus"]["volumes"]
+    assert (
+        "./driftline-rules.yml:/etc/prometheus/driftline-rules.yml:ro"
+        in services["prometheus"]["volumes"]
+    )
     # Alertmanager calls the webhook receiver with the secret it checks.
     alertmanager = yaml.safe_load((COMPOSE_DIR / "alertmanager.yml").read_text())
     [receiver] = [r for r in alertmanager["receivers"] if r.get("webhook_configs")]
     [hook] = receiver["webhook_configs"]
     url = urlsplit(hook["url"])
-    assert (url.hostname, url.port, url.path) == ("webhook", config.alerting.webhook.port,
-                                                  WEBHOOK_PATH)
+    assert (url.hostname, url.port, url.path) == (
+        "webhook",
+        config.alerting.webhook.port,
+        WEBHOOK_PATH,
+    )
     assert hook["http_config"]["authorization"]["credentials_file"] == (
-        config.alerting.webhook.token_file)
+        config.alerting.webhook.token_file
+    )
     assert "webhook_token" in services["alertmanager"]["secrets"]
     assert (COMPOSE_DIR / _compose()["secrets"]["webhook_token"]["file"]).exists()
     # Grafana gets the provisioning files and the dashboards where the provider looks.
     grafana = services["grafana"]["volumes"]
     provider = yaml.safe_load(
-        (REPO / "deploy/grafana/provisioning/dashboards/driftline.yml").read_text())
+        (REPO / "deploy/grafana/provisioning/dashboards/driftline.yml").read_text()
+    )
     assert f"../grafana/dashboards:{provider['providers'][0]['options']['path']}:ro" in grafana
     datasource = yaml.safe_load(
-        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+        (REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
+    )
     assert urlsplit(datasource["datasources"][0]["url"]).hostname == "prometheus"
 
 
 def test_dockerfile_entrypoint_is_the_cli() -> None:
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert 'ENTRYPOINT ["driftline"]' in dockerfile
-    assert "driftline = \"driftline.cli:main\"" in (REPO / "pyproject.toml").read_text()
+    assert 'driftline = "driftline.cli:main"' in (REPO / "pyproject.toml").read_text()
     exposed = {int(p) for p in re.findall(r"^EXPOSE (.+)$", dockerfile, re.M)[0].split()}
     defaults = Config()
     assert exposed == {defaults.evaluator.metrics_port, defaults.alerting.webhook.port}
@@ -249,10 +279,18 @@ def _k8s_invocations() -> list[tuple[dict[str, Any], Invocation]]:
                 source = volumes[mount["name"]]["configMap"]["name"]
                 for key, text in configmaps[source].items():
                     files[f"{mount['mountPath']}/{key}"] = text
-            found.append((deployment, Invocation(
-                f"k8s {deployment['metadata']['name']}", list(container["args"]), files,
-                {env["name"] for env in container.get("env", [])},
-                {port["containerPort"] for port in container.get("ports", [])})))
+            found.append(
+                (
+                    deployment,
+                    Invocation(
+                        f"k8s {deployment['metadata']['name']}",
+                        list(container["args"]),
+                        files,
+                        {env["name"] for env in container.get("env", [])},
+                        {port["containerPort"] for port in container.get("ports", [])},
+                    ),
+                )
+            )
     return found
 
 
@@ -290,24 +328,32 @@ def test_k8s_services_servicemonitor_and_prometheusrule_agree_with_the_pods() ->
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in port_names, service["metadata"]["name"]
     [monitor] = _kind("ServiceMonitor")
-    [scraped] = [s for s in services.values() if monitor["spec"]["selector"]["matchLabels"]
-                 .items() <= s["metadata"]["labels"].items()]
+    [scraped] = [
+        s
+        for s in services.values()
+        if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [
-        p["name"] for p in scraped["spec"]["ports"]]
+        p["name"] for p in scraped["spec"]["ports"]
+    ]
     assert scraped["metadata"]["name"] == "driftline-evaluate"
     [config_text] = _configmap_files()["driftline-config"].values()
     config = parse_config(yaml.safe_load(config_text))
     [rule] = _kind("PrometheusRule")
     assert rule["spec"] == prometheus_rule_file(config.rules, config.alerting), (
-        "deploy/k8s/prometheusrule.yaml is not the export of the ConfigMap's rules")
+        "deploy/k8s/prometheusrule.yaml is not the export of the ConfigMap's rules"
+    )
 
 
-@pytest.mark.parametrize("args", [
-    ["evaluate", "--config", "c.yaml", "--no-such-flag"],
-    ["consume", "--runtime", "spark", "--config", "c.yaml"],
-    ["serve", "--config", "c.yaml"],
-    ["rules"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["evaluate", "--config", "c.yaml", "--no-such-flag"],
+        ["consume", "--runtime", "spark", "--config", "c.yaml"],
+        ["serve", "--config", "c.yaml"],
+        ["rules"],
+    ],
+)
 def test_a_wrong_flag_command_or_choice_is_caught(args: list[str]) -> None:
     with pytest.raises((AssertionError, click.BadParameter)):
         parse_invocation(args)

@@ -16,7 +16,8 @@ def test_metrics_reference_lists_every_catalogued_metric() -> None:
     text = (REPO / "docs" / "metrics.md").read_text(encoding="utf-8")
     documented = re.findall(r"^\| `(driftline_[a-z0-9_]+)` \|", text, flags=re.MULTILINE)
     assert sorted(documented) == sorted(metric.name for metric in CATALOGUE), (
-        "run `python -m driftline.metrics_reference --write docs/metrics.md`")
+        "run `python -m driftline.metrics_reference --write docs/metrics.md`"
+    )
     assert text == metrics_reference.render()
 
 

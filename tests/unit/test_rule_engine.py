@@ -191,14 +191,22 @@ def test_windowless_metric_guarded_by_window_events() -> None:
 
 
 def test_quality_rule_counts_labels_not_events() -> None:
-    """"Roll back the canary if its precision falls below 0.90 for two hours": the guard counts
+    """ "Roll back the canary if its precision falls below 0.90 for two hours": the guard counts
     labelled predictions, which arrive later and fewer than events."""
-    rule = RuleConfig.model_validate({
-        "name": "canary-precision", "metric": "driftline_precision_ratio",
-        "match": {"deployment": "canary", "class": "fraud"}, "comparison": "<",
-        "threshold": 0.9, "for": "2h", "windows": "long", "min_samples": 200,
-        "samples_metric": "driftline_window_labels", "action": "rollback",
-    })
+    rule = RuleConfig.model_validate(
+        {
+            "name": "canary-precision",
+            "metric": "driftline_precision_ratio",
+            "match": {"deployment": "canary", "class": "fraud"},
+            "comparison": "<",
+            "threshold": 0.9,
+            "for": "2h",
+            "windows": "long",
+            "min_samples": 200,
+            "samples_metric": "driftline_window_labels",
+            "action": "rollback",
+        }
+    )
     check_rules([rule])
     engine = RuleEngine([rule], ALERTING)
     seen = []
