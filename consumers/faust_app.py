@@ -1,4 +1,4 @@
-"""The faust-streaming runtime: driftline's event agent in a Faust app, its own or yours.
+"""The faust-streaming runtime: driftline's events (or labels) agent in a Faust app.
 
 Checkpoint order for every batch, the same as the confluent runtime's
 (``consumers.kafka_consumer``); a crash between any two steps replays, never loses or
@@ -28,6 +28,9 @@ the later of Kafka's committed offset and the store's resume hint; a commit with
 the store lost its state, and the partition is rewound one long window (and one rollup bucket) by
 timestamp to rebuild it. The rule takes effect by committing that offset, which Faust then seeks
 to, the app still paused.
+
+Labels take the same steps with the labels' batch code (``consumers.label_batch_applier``), in an
+app whose id is the labels group (``labels=True``, :func:`mount_driftline_labels`).
 
 Three ways in: :func:`create_app` builds a standalone app; :func:`mount_driftline` adds the agent
 to a team's existing app; :class:`FaustEventConsumer` runs an app behind the confluent runtime's
