@@ -183,6 +183,10 @@ class KafkaControlMessage(RollbackAction):
             self.topic, value=body, key=order.model.encode(), on_delivery=delivered
         )
         if self._producer.flush(self.settings.timeout_seconds) != 0:
+            # Dropped, not left queued: a retry produces its own copy, and this one delivered
+            # later, once the broker is back, would be a second rollback command.
+            self._producer.purge()
+            self._producer.flush(0)
             raise ActionFailed(
                 f"{self.topic}: not delivered within {self.settings.timeout_seconds}s"
             )
@@ -192,7 +196,9 @@ class KafkaControlMessage(RollbackAction):
 
     def close(self) -> None:
         if self._producer is not None:
-            self._producer.flush(self.settings.timeout_seconds)
+            self._producer.purge()  # every run() waited for its delivery or dropped it
+            self._producer.flush(0)
+            self._producer = None
 
 
 class RedisActiveVersion(RollbackAction):
