@@ -113,6 +113,15 @@ class Publisher:
         remaining: int = self._producer.flush(timeout_s)
         return remaining
 
+    def close(self, timeout_s: float = 30.0) -> int:
+        """Flush for up to ``timeout_s``, then drop what is still queued (each drop is reported
+        as a failed delivery) and stop; returns how many were dropped."""
+        remaining = self.flush(timeout_s)
+        if remaining:
+            self._producer.purge()
+            self._producer.flush(0)  # serves the purged messages' delivery reports
+        return remaining
+
     def _report(self, error: KafkaError | None, message: Message) -> None:
         if error is None:
             self.delivered += 1

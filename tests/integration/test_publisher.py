@@ -70,3 +70,5 @@ def test_bounded_queue_refuses_instead_of_growing() -> None:
         publisher.publish(model="fraud", version="v1")
     with pytest.raises(PublishQueueFull):
         publisher.publish(model="fraud", version="v1")
+    assert publisher.close(0) == 10
+    assert publisher.failed == 10 and publisher.delivered == 0
