@@ -14,24 +14,21 @@ store, not this cache, decides, so nothing is counted twice.
 
 from __future__ import annotations
 
-import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from consumers.exceptions import StoreStateLost
+from consumers.applied_offsets import AppliedOffsets
 from consumers.label_batching import RefusedLabel
-from consumers.window_writer import INVALID_EVENTS_MODEL, with_known_offsets
+from consumers.window_writer import INVALID_EVENTS_MODEL
 from detectors.label_update import LABELS_CHECKPOINT_SPACE, LabelBatch, build_label_update
-from detectors.window_store import Applied, ApplyResult, Conflict, StateLost, WindowStore
+from detectors.window_store import ApplyResult, Conflict, WindowStore
 from detectors.window_update import WindowUpdate, partition_ranges
 from driftline.config import Config
 
 __all__ = ["REFUSED_LABELS_FIELD", "LabelWriter", "RefusedLabelAt"]
-
-log = logging.getLogger(__name__)
 
 REFUSED_LABELS_FIELD = "labels_refused|"
 """Prefix of the ``_invalid`` totals that count labels of no model, by reason."""
@@ -48,19 +45,15 @@ class LabelWriter:
     def __init__(self, config: Config, store: WindowStore) -> None:
         self.config = config
         self.store = store
-        self._checkpoints: dict[str, dict[int, int]] = defaultdict(dict)
+        self.applied = AppliedOffsets(store, LABELS_CHECKPOINT_SPACE)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop cached checkpoints of partitions this process no longer (or newly) owns."""
-        dropped = set(partitions)
-        for cached in self._checkpoints.values():
-            for partition in dropped & cached.keys():
-                del cached[partition]
+        self.applied.forget(partitions)
 
     def unapplied_refused(self, refused: Sequence[RefusedLabelAt]) -> list[RefusedLabelAt]:
         """The refused labels not yet counted (a replay finds its earlier ones counted)."""
-        known = self._known(INVALID_EVENTS_MODEL, {item.partition for item in refused})
-        return [item for item in refused if item.offset > known[item.partition]]
+        return self.applied.unapplied(INVALID_EVENTS_MODEL, refused)
 
     def write_refused(self, refused: Sequence[RefusedLabelAt]) -> None:
         """Count labels of no model by reason, exactly once."""
@@ -80,7 +73,7 @@ class LabelWriter:
                 newest_event_ms=0,
                 checkpoint_space=LABELS_CHECKPOINT_SPACE,
             )
-            if self._record(update, self.store.apply(self._with_known(update))):
+            if self.applied.record(update, self.store.apply(self.applied.tell(update))):
                 return
             pending = self.unapplied_refused(pending)
 
@@ -92,7 +85,7 @@ class LabelWriter:
         """
         pending = [self._unapplied(batch) for batch in batches]
         pending = [batch for batch in pending if len(batch)]
-        updates = [self._with_known(self._update(batch, now_ms)) for batch in pending]
+        updates = [self.applied.tell(self._update(batch, now_ms)) for batch in pending]
         applied = 0
         for batch, update, result in zip(
             pending, updates, self.store.apply_many(updates), strict=True
@@ -103,13 +96,13 @@ class LabelWriter:
     def _settle(
         self, batch: LabelBatch, update: WindowUpdate, result: ApplyResult, now_ms: int
     ) -> int:
-        while not self._record(update, result):
+        while not self.applied.record(update, result):
             if isinstance(result, Conflict) and result.labelled:
                 batch = batch.with_duplicates(result.labelled)
             batch = self._unapplied(batch)
             if len(batch) == 0:
                 return 0
-            update = self._with_known(self._update(batch, now_ms))
+            update = self.applied.tell(self._update(batch, now_ms))
             result = self.store.apply(update)
         return len(batch)
 
@@ -126,38 +119,5 @@ class LabelWriter:
         )
 
     def _unapplied(self, batch: LabelBatch) -> LabelBatch:
-        known = self._known(batch.model, set(np.unique(batch.partitions).tolist()))
-        floor = np.fromiter(
-            (known[p] for p in batch.partitions.tolist()), dtype=np.int64, count=len(batch)
-        )
-        fresh = batch.offsets > floor
+        fresh = self.applied.fresh(batch.model, batch.partitions, batch.offsets)
         return batch if fresh.all() else batch.select(fresh)
-
-    def _known(self, model: str, partitions: set[int]) -> dict[int, int]:
-        cached = self._checkpoints[model]
-        missing = partitions - cached.keys()
-        if missing:
-            cached.update(self.store.checkpoints(model, missing, LABELS_CHECKPOINT_SPACE))
-        return cached
-
-    def _with_known(self, update: WindowUpdate) -> WindowUpdate:
-        return with_known_offsets(update, self._checkpoints[update.model])
-
-    def _record(self, update: WindowUpdate, result: ApplyResult) -> bool:
-        """Remember the checkpoints a result reveals; true when the update was written."""
-        cached = self._checkpoints[update.model]
-        if isinstance(result, StateLost):
-            self._checkpoints.clear()
-            raise StoreStateLost(
-                f"model {update.model} (labels): checkpoints {dict(result.checkpoints)} are below "
-                f"the offsets already applied; the store lost its state"
-            )
-        if isinstance(result, Conflict):
-            if not result.labelled:
-                log.info("model %s: label offsets applied elsewhere; re-filtering", update.model)
-                cached.update(result.checkpoints)
-            return False
-        assert isinstance(result, Applied)
-        for span in update.ranges:
-            cached[span.partition] = span.last_offset
-        return True
