@@ -15,6 +15,7 @@ dead letters and window increments of a replay are recognised and not produced o
 
 from __future__ import annotations
 
+import abc
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,7 +32,14 @@ from detectors.window_store import WindowStore
 from detectors.window_update import Binning, FeatureBinner
 from driftline.config import Config
 
-__all__ = ["STORE_RETRIES", "AppliedBatch", "BatchApplier", "RawBatch", "binning_from_config"]
+__all__ = [
+    "STORE_RETRIES",
+    "AppliedBatch",
+    "BatchApplier",
+    "EventBatchApplier",
+    "RawBatch",
+    "binning_from_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +76,16 @@ class AppliedBatch:
     """Per partition, one past the batch's last offset: what the runtime may now commit."""
 
 
-class BatchApplier:
-    """Applies batches for one consumer process; owns its assembler, writer and dead letters."""
+class BatchApplier(abc.ABC):
+    """Steps 2 to 4 for one consumer process and one kind of message; owns the dead letters.
+
+    :class:`EventBatchApplier` applies events; ``consumers.label_batch_applier`` labels.
+    """
 
     needs_timestamps = False
     """Whether :meth:`apply` reads ``RawBatch.timestamps_ms`` (runtimes skip them otherwise)."""
 
-    def __init__(
-        self,
-        config: Config,
-        store: WindowStore,
-        feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
-    ) -> None:
+    def __init__(self, config: Config, store: WindowStore) -> None:
         self.config = config
         self.store = store
         self.dead_letter = DeadLetterPublisher(
@@ -90,16 +96,57 @@ class BatchApplier:
                 **config.kafka.producer,
             },
         )
+
+    @abc.abstractmethod
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Call on every assignment change: cached checkpoints are reloaded from the store."""
+
+    @abc.abstractmethod
+    def apply(self, batch: RawBatch, now_ms: int) -> AppliedBatch:
+        """Steps 2 to 4 for ``batch``; after it returns, its offsets may be committed."""
+
+    def apply_retrying(self, batch: RawBatch, clock_ms: Callable[[], int]) -> AppliedBatch:
+        """:meth:`apply`, waiting out a store outage; raises once :data:`STORE_RETRIES` failed.
+
+        Re-applying a batch is safe (checkpoints), so each attempt simply starts over.
+        """
+        for attempt in range(STORE_RETRIES):
+            try:
+                return self.apply(batch, clock_ms())
+            except (redis.ConnectionError, redis.TimeoutError) as error:
+                delay_s = min(0.25 * 2**attempt, 10.0)
+                log.warning("store unavailable (%s); retrying batch in %.2fs", error, delay_s)
+                time.sleep(delay_s)
+        return self.apply(batch, clock_ms())
+
+    @staticmethod
+    def _next_offsets(batch: RawBatch) -> dict[int, int]:
+        """Per partition, one past the batch's last offset."""
+        next_offsets: dict[int, int] = {}
+        for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
+            if offset + 1 > next_offsets.get(partition, -1):
+                next_offsets[partition] = offset + 1
+        return next_offsets
+
+
+class EventBatchApplier(BatchApplier):
+    """Applies batches of inference events; owns the assembler and the window writer."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: WindowStore,
+        feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
+    ) -> None:
+        super().__init__(config, store)
         self.assembler = BatchAssembler(config, store, feature_binner_for)
         self.writer = WindowWriter(store, binning_from_config(config), feature_binner_for)
         self._saved_positions: set[str] = set()
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Call on every assignment change: cached checkpoints are reloaded from the store."""
         self.writer.forget(partitions)
 
     def apply(self, batch: RawBatch, now_ms: int) -> AppliedBatch:
-        """Steps 2 to 4 for ``batch``; after it returns, its offsets may be committed."""
         partitions, offsets = batch.partitions, batch.offsets
         assembled = self.assembler.assemble(partitions, offsets, batch.values, now_ms)
         self._check_store_kept_its_state(batch.topic)
@@ -131,15 +178,6 @@ class BatchApplier:
         self._saved_positions.add(batch.topic)
         return AppliedBatch(applied, next_offsets)
 
-    @staticmethod
-    def _next_offsets(batch: RawBatch) -> dict[int, int]:
-        """Per partition, one past the batch's last offset."""
-        next_offsets: dict[int, int] = {}
-        for partition, offset in zip(batch.partitions, batch.offsets, strict=True):
-            if offset + 1 > next_offsets.get(partition, -1):
-                next_offsets[partition] = offset + 1
-        return next_offsets
-
     def _check_store_kept_its_state(self, topic: str) -> None:
         """Raise :class:`StoreStateLost` when the resume hints this process saved are gone.
 
@@ -153,17 +191,3 @@ class BatchApplier:
         ):
             self._saved_positions.discard(topic)
             raise StoreStateLost(f"the resume hints of {topic} vanished from the store")
-
-    def apply_retrying(self, batch: RawBatch, clock_ms: Callable[[], int]) -> AppliedBatch:
-        """:meth:`apply`, waiting out a store outage; raises once :data:`STORE_RETRIES` failed.
-
-        Re-applying a batch is safe (checkpoints), so each attempt simply starts over.
-        """
-        for attempt in range(STORE_RETRIES):
-            try:
-                return self.apply(batch, clock_ms())
-            except (redis.ConnectionError, redis.TimeoutError) as error:
-                delay_s = min(0.25 * 2**attempt, 10.0)
-                log.warning("store unavailable (%s); retrying batch in %.2fs", error, delay_s)
-                time.sleep(delay_s)
-        return self.apply(batch, clock_ms())

@@ -6,9 +6,9 @@ double-counts:
 
 1. The agent takes a batch, ``stream.noack_take(batch_size, within=poll_timeout_seconds)``, of
    raw events (``value_serializer='raw'``) with their partitions and offsets; none is acked yet.
-2. to 4. :meth:`consumers.batch_applier.BatchApplier.apply`: decode and assemble, dead-letter and
-   **flush**, each model's window update atomically with its per-(model, partition) checkpoint,
-   then the resume hint.
+2. to 4. :meth:`consumers.batch_applier.EventBatchApplier.apply`: decode and assemble,
+   dead-letter and **flush**, each model's window update atomically with its per-(model,
+   partition) checkpoint, then the resume hint.
 5. The batch's events are acked. Faust commits acked offsets on its own schedule
    (``broker_commit_interval``, on rebalance, on stop), so the commit stays the last step.
 
@@ -56,7 +56,7 @@ from faust.transport.consumer import Consumer as FaustConsumer
 from faust.types import TP, AgentT, EventT, StreamT
 from mode import CrashingSupervisor
 
-from consumers.batch_applier import BatchApplier, RawBatch
+from consumers.batch_applier import BatchApplier, EventBatchApplier, RawBatch
 from consumers.exceptions import StoreStateLost
 from consumers.faust_settings import faust_app_settings
 from consumers.label_batch_applier import LabelBatchApplier, labels_runtime_config
@@ -135,10 +135,10 @@ class DriftlineAgent:
         self.topic = self.config.topics.events
         self.name = LABELS_AGENT_NAME if labels else AGENT_NAME
         self.clock_ms = clock_ms
-        self.applier = (
+        self.applier: BatchApplier = (
             LabelBatchApplier(config, store)
             if labels
-            else BatchApplier(config, store, feature_binner_for)
+            else EventBatchApplier(config, store, feature_binner_for)
         )
         self.events_applied = 0
         self.batches = 0

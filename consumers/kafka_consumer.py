@@ -40,7 +40,12 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumers.batch_applier import BatchApplier, RawBatch, binning_from_config
+from consumers.batch_applier import (
+    BatchApplier,
+    EventBatchApplier,
+    RawBatch,
+    binning_from_config,
+)
 from consumers.exceptions import StoreStateLost
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner
@@ -104,7 +109,7 @@ class EventConsumer:
         self.topic = config.topics.events
         self.clock_ms = clock_ms
         # Steps 2 to 4, shared with the Faust runtime (consumers.faust_app).
-        self.applier = applier or BatchApplier(config, store, feature_binner_for)
+        self.applier = applier or EventBatchApplier(config, store, feature_binner_for)
         self.dead_letter = self.applier.dead_letter
         self._consumer = Consumer({**consumer_settings(config), "on_commit": self._on_commit})
         self._stopping = threading.Event()

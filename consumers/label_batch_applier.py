@@ -52,8 +52,6 @@ class LabelBatchApplier(BatchApplier):
         self.labels_refused = 0
 
     def forget(self, partitions: Iterable[int]) -> None:
-        partitions = list(partitions)
-        super().forget(partitions)
         self.label_writer.forget(partitions)
 
     def apply(self, batch: RawBatch, now_ms: int) -> AppliedBatch:
