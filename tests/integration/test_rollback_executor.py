@@ -15,12 +15,18 @@ import redis
 from confluent_kafka import Consumer
 
 from alerting.alerting_step import rollback_request
-from alerting.rollback_actions import ArgoRolloutsAbort, RollbackOrder, build_actions
+from alerting.rollback_actions import (
+    ActionFailed,
+    ArgoRolloutsAbort,
+    KafkaControlMessage,
+    RollbackOrder,
+    build_actions,
+)
 from alerting.rollback_executor import RollbackExecutor, RollbackRequest
 from alerting.rollback_ledger import AlertingKeys, RedisRollbackLedger
 from alerting.rule_engine import RuleEngine
-from driftline.alerting_config import ArgoRolloutsActionConfig
-from driftline.config import Config
+from driftline.alerting_config import ArgoRolloutsActionConfig, KafkaControlActionConfig
+from driftline.config import Config, parse_config
 from tests.recording_server import Recorded, RecordingServer, recording_server
 from tests.unit.test_rule_engine import _snapshot
 
@@ -161,6 +167,26 @@ def _request(starts_at_ms: int, version: str = "v2") -> RollbackRequest:
     )
 
 
+def _order(incident: str) -> RollbackOrder:
+    """The order of a canary of ``shop`` rolled back from v2 to v1."""
+    return RollbackOrder(
+        incident=incident,
+        model="shop",
+        from_version="v2",
+        to_version="v1",
+        rule="canary-p99",
+        deployment="canary",
+        segment="",
+        value=0.5,
+        threshold=0.2,
+        runbook_url="",
+        summary="",
+        starts_at_ms=7,
+        at_ms=8,
+        source="test",
+    )
+
+
 def test_one_decision_per_incident_across_racing_processes(
     stack_config: Callable[..., Config],
     redis_client: redis.Redis,
@@ -279,22 +305,7 @@ def test_argo_rollouts_abort_request_is_the_kubernetes_api_call(tmp_path: Any) -
                 ca_file=None,
             )
         )
-        order = RollbackOrder(
-            incident=order_request.incident,
-            model="shop",
-            from_version="v2",
-            to_version="v1",
-            rule="canary-p99",
-            deployment="canary",
-            segment="",
-            value=0.5,
-            threshold=0.2,
-            runbook_url="",
-            summary="",
-            starts_at_ms=7,
-            at_ms=8,
-            source="test",
-        )
+        order = _order(order_request.incident)
         assert action.run(order).endswith("HTTP 200")
         [request] = server.requests
         assert request.method == "PATCH"
@@ -420,3 +431,19 @@ def test_kafka_unavailable_is_retried_audited_and_never_run_twice(
         [audited] = [e for e in ledger.audit_entries() if e["decision"] == "failed"]
         assert audited["incident"] == decision.incident
         executor.close()
+
+
+def test_an_undelivered_control_command_is_dropped_not_left_to_arrive_later() -> None:
+    """A retry produces its own copy; the failed one, still queued when the broker came back,
+    would be a second rollback command."""
+    config = parse_config({"kafka": {"bootstrap_servers": "127.0.0.1:1"}})
+    action = KafkaControlMessage(
+        KafkaControlActionConfig(type="kafka_control", timeout_seconds=0.5), config
+    )
+    for _ in range(2):
+        with pytest.raises(ActionFailed, match=r"not delivered within 0\.5s"):
+            action.run(_order("i-1"))
+        # Private, because nothing public tells: the producer holds nothing for later.
+        assert action._producer is not None and len(action._producer) == 0
+    action.close()
+    assert action._producer is None
