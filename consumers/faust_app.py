@@ -59,6 +59,7 @@ from mode import CrashingSupervisor
 from consumers.batch_applier import BatchApplier, EventBatchApplier, RawBatch
 from consumers.exceptions import StoreStateLost
 from consumers.faust_settings import faust_app_settings
+from consumers.kafka_queries import ask_kafka
 from consumers.label_batch_applier import LabelBatchApplier, labels_runtime_config
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner
@@ -216,9 +217,8 @@ class DriftlineAgent:
         bucket) may hold; partitions with no message that recent are left out."""
         layout = self.store.layout
         since_ms = self.clock_ms() - layout.long_ms - layout.rollup_ms
-        found = reader.offsets_for_times(
-            [TopicPartition(self.topic, p, since_ms) for p in partitions], timeout=30
-        )
+        lookups = [TopicPartition(self.topic, p, since_ms) for p in partitions]
+        found = ask_kafka(lambda: reader.offsets_for_times(lookups, timeout=30))
         return {answer.partition: answer.offset for answer in found if answer.offset >= 0}
 
     def close(self) -> None:
@@ -262,7 +262,7 @@ class DriftlineAgent:
             return {}
         reader = self._reader()
         partitions = [TopicPartition(self.topic, p) for p in sorted(assigned)]
-        committed = reader.committed(partitions, timeout=30)
+        committed = ask_kafka(lambda: reader.committed(partitions, timeout=30))
         hints = self.store.consumer_positions(self.config.kafka.group_id, self.topic)
         resume: dict[int, int] = {}
         rebuild: list[tuple[int, int]] = []

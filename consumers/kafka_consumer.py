@@ -47,6 +47,7 @@ from consumers.batch_applier import (
     binning_from_config,
 )
 from consumers.exceptions import StoreStateLost
+from consumers.kafka_queries import ask_kafka
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner
 from driftline.config import Config
@@ -176,8 +177,8 @@ class EventConsumer:
         self._applied_next_offsets.clear()
         since_ms = self.clock_ms() - self.store.layout.long_ms - self.store.layout.rollup_ms
         lookups = [TopicPartition(tp.topic, tp.partition, since_ms) for tp in assignment]
-        found = self._consumer.offsets_for_times(lookups, timeout=30)
-        committed = self._consumer.committed(assignment, timeout=30)
+        found = ask_kafka(lambda: self._consumer.offsets_for_times(lookups, timeout=30))
+        committed = ask_kafka(lambda: self._consumer.committed(assignment, timeout=30))
         for answer, stored in zip(found, committed, strict=True):
             # Nothing that recent (-1): replay from the last commit, so this batch is not lost.
             offset = answer.offset if answer.offset >= 0 else max(stored.offset, 0)
@@ -241,7 +242,7 @@ class EventConsumer:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.applier.forget(tp.partition for tp in partitions)
         hints = self.store.consumer_positions(self.config.kafka.group_id, self.topic)
-        committed = consumer.committed(partitions, timeout=30)
+        committed = ask_kafka(lambda: consumer.committed(partitions, timeout=30))
         rebuild = []
         for assigned, stored in zip(partitions, committed, strict=True):
             kafka_offset = stored.offset if stored.offset >= 0 else None
@@ -266,7 +267,7 @@ class EventConsumer:
     ) -> None:
         since_ms = self.clock_ms() - self.store.layout.long_ms
         lookups = [TopicPartition(self.topic, tp.partition, since_ms) for tp, _ in rebuild]
-        found = consumer.offsets_for_times(lookups, timeout=30)
+        found = ask_kafka(lambda: consumer.offsets_for_times(lookups, timeout=30))
         for (assigned, kafka_offset), answer in zip(rebuild, found, strict=True):
             assigned.offset = answer.offset if answer.offset >= 0 else kafka_offset
             log.warning(

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 import redis
 import yaml
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from consumers.kafka_queries import ask_kafka
 from detectors.stores.redis_store import connect_redis
 from driftline.config import Config, parse_config
 
@@ -144,10 +145,8 @@ def produce(
 def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> list[int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        found = consumer.committed(
-            [TopicPartition(topic, p) for p in range(partitions)], timeout=30
-        )
-        return [tp.offset for tp in found]
+        wanted = [TopicPartition(topic, p) for p in range(partitions)]
+        return [tp.offset for tp in ask_kafka(lambda: consumer.committed(wanted, timeout=30))]
     finally:
         consumer.close()
 
@@ -191,28 +190,17 @@ def wait_until_committed(
         time.sleep(0.5)
 
 
-_LEADER_MOVING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
-
-
 def end_offsets(bootstrap: str, topic: str, partitions: int, timeout_s: float = 60) -> list[int]:
-    """The end offset of each partition.
-
-    Just after a broker restart a partition's leader may still be moving (NOT_LEADER_FOR_PARTITION):
-    the question is asked again until the client's metadata catches up.
-    """
+    """The end offset of each partition (asked again while a restarted broker settles)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "offsets-reader"})
-    deadline = time.monotonic() + timeout_s
     try:
-        while True:
-            try:
-                return [
-                    consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
-                    for p in range(partitions)
-                ]
-            except KafkaException as error:
-                if error.args[0].code() not in _LEADER_MOVING or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
+        return ask_kafka(
+            lambda: [
+                consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1]
+                for p in range(partitions)
+            ],
+            deadline_s=timeout_s,
+        )
     finally:
         consumer.close()
 
