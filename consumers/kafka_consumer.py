@@ -114,6 +114,7 @@ class EventConsumer:
         self.dead_letter = self.applier.dead_letter
         self._consumer = Consumer({**consumer_settings(config), "on_commit": self._on_commit})
         self._stopping = threading.Event()
+        self._closing = False
         self._applied_next_offsets: dict[int, int] = {}
         # What the broker acknowledged: an async commit lost in a rebalance is sent again.
         self._confirmed_next_offsets: dict[int, int] = {}
@@ -240,6 +241,13 @@ class EventConsumer:
             self._commit(unconfirmed, asynchronous=True)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._closing or not partitions:
+            # Nothing to resume: a cooperative rebalance's empty assignment, or one finishing
+            # inside close(), where nothing will be consumed any more and a committed-offsets
+            # request cannot be answered (it waits out its whole timeout).
+            log.info("assigned %s%s", partitions, " while closing" if self._closing else "")
+            consumer.incremental_assign(partitions)
+            return
         self.applier.forget(tp.partition for tp in partitions)
         hints = self.store.consumer_positions(self.config.kafka.group_id, self.topic)
         committed = ask_kafka(lambda: consumer.committed(partitions, timeout=30))
@@ -291,5 +299,6 @@ class EventConsumer:
             applied = self._applied_next_offsets
             self._commit({p: o for p, o in applied.items() if p in owned}, asynchronous=False)
         finally:
+            self._closing = True
             self._consumer.close()
             self.dead_letter.flush()
