@@ -245,7 +245,8 @@ class EventConsumer:
             # Nothing to resume: a cooperative rebalance's empty assignment, or one finishing
             # inside close(), where nothing will be consumed any more and a committed-offsets
             # request cannot be answered (it waits out its whole timeout).
-            log.info("assigned %s%s", partitions, " while closing" if self._closing else "")
+            closing = " while closing" if self._closing else ""
+            log.info("assigned %s%s", [tp.partition for tp in partitions], closing)
             consumer.incremental_assign(partitions)
             return
         self.applier.forget(tp.partition for tp in partitions)
