@@ -1,9 +1,12 @@
-"""Questions to Kafka (committed offsets, offsets by time, watermarks) that survive a restart.
+"""Requests to Kafka (committed offsets, offsets by time, watermarks, topic creation) that
+survive a broker restart and a client's first moments.
 
-While a broker restarts, librdkafka answers some requests with errors that only mean "ask again":
-a partition's leader is moving, the group coordinator is loading, or the connection a request was
-waiting on was torn down (``_DESTROY_BROKER``, ``_TRANSPORT``). A consumer that let these escape
-from its assignment callback would die in the middle of a rebalance, so they are retried until a
+librdkafka answers some requests with errors that only mean "ask again": a partition's leader is
+moving, the group coordinator is loading, or the connection a request was waiting on was torn
+down (``_DESTROY_BROKER``, ``_TRANSPORT``). The last happens while a broker restarts, and also on
+a fresh client: librdkafka (2.10 on) drops its bootstrap connections once metadata names the
+brokers, failing what was in flight on them. A consumer that let these escape from its
+assignment callback would die in the middle of a rebalance, so they are retried until a
 deadline; anything else is raised at once.
 """
 
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 log = logging.getLogger(__name__)
 
@@ -54,3 +58,17 @@ def ask_kafka(question: Callable[[], T], *, deadline_s: float = 60.0, pause_s: f
                 raise
             log.info("kafka busy (%s); asking again", error)
             time.sleep(pause_s)
+
+
+def create_topics(admin: AdminClient, topics: list[NewTopic], *, deadline_s: float = 60.0) -> None:
+    """Create ``topics``; one already there counts as created (a retried request may have won)."""
+    for topic in topics:
+
+        def create(topic: NewTopic = topic) -> None:
+            try:
+                admin.create_topics([topic])[topic.topic].result(timeout=30)
+            except KafkaException as error:
+                if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+        ask_kafka(create, deadline_s=deadline_s)

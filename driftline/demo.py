@@ -49,6 +49,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from consumers.kafka_queries import create_topics
 from driftline.config import Config, parse_config
 from driftline.live_traffic import LiveStream, LiveTraffic
 from driftline.synthetic import TrafficSpec, synthetic_events
@@ -206,8 +207,7 @@ def ensure_topics(config: Config) -> None:
         )
         if name not in existing
     ]
-    for future in admin.create_topics(wanted).values() if wanted else []:
-        future.result(timeout=30)
+    create_topics(admin, wanted)
 
 
 def save_references(config: Config, store: Any) -> list[str]:

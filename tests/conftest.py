@@ -22,7 +22,7 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from consumers.kafka_queries import ask_kafka
+from consumers.kafka_queries import ask_kafka, create_topics
 from detectors.stores.redis_store import connect_redis
 from driftline.config import Config, parse_config
 
@@ -68,8 +68,7 @@ def unique() -> str:
 def make_topic(kafka_admin: AdminClient, unique: str) -> Callable[..., str]:
     def create(name: str, partitions: int = 4, **topic_config: str) -> str:
         topic = f"test.{unique}.{name}"
-        futures = kafka_admin.create_topics([NewTopic(topic, partitions, 1, config=topic_config)])
-        futures[topic].result(timeout=30)
+        create_topics(kafka_admin, [NewTopic(topic, partitions, 1, config=topic_config)])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             metadata = kafka_admin.list_topics(topic, timeout=10).topics.get(topic)

@@ -14,6 +14,7 @@ import redis
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from consumers.kafka_queries import create_topics
 from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import KeySchema
 from driftline.cli import layout_from_config
@@ -49,14 +50,13 @@ def test_broker_killed_and_restarted_mid_stream_loses_nothing(
 ) -> None:
     topic = f"cluster.{unique}.events"
     admin = AdminClient({"bootstrap.servers": cluster_bootstrap})
-    futures = admin.create_topics(
+    create_topics(
+        admin,
         [
             NewTopic(topic, 6, 3, config={"min.insync.replicas": "2"}),
             NewTopic(f"{topic}.dead-letter", 1, 3),
-        ]
+        ],
     )
-    for future in futures.values():
-        future.result(timeout=60)
     config = parse_config(
         {
             "kafka": {

@@ -39,6 +39,7 @@ from alerting.rollout_gate_server import serve_gate
 from alerting.rollout_verdict import Verdict
 from alerting.webhook_receiver import sign
 from consumers.kafka_consumer import EventConsumer
+from consumers.kafka_queries import create_topics
 from consumers.label_consumer import LabelConsumer, labels_group
 from detectors.quality_statistics import two_proportion_p_value
 from detectors.reference_builder import ReferenceBuilder
@@ -128,7 +129,7 @@ class World:
 
 def _topic(admin: AdminClient, name: str, partitions: int) -> str:
     topic = f"test.{uuid.uuid4().hex[:10]}.{name}"
-    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
+    create_topics(admin, [NewTopic(topic, partitions, 1)])
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         found = admin.list_topics(topic, timeout=10).topics.get(topic)
