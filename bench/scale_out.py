@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench.throughput import MODELS, prefill  # noqa: E402
+from consumers.kafka_queries import create_topics  # noqa: E402
 from driftline.config import parse_config  # noqa: E402
 
 
@@ -106,10 +107,7 @@ def main() -> None:
     )
     topic = f"scale.{uuid.uuid4().hex[:8]}.events"
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics(
-        [NewTopic(topic, 12, 1), NewTopic(f"{topic}.dead-letter", 1, 1)]
-    ).values():
-        future.result(timeout=30)
+    create_topics(admin, [NewTopic(topic, 12, 1), NewTopic(f"{topic}.dead-letter", 1, 1)])
     count, _ = prefill(bootstrap, topic, arguments.events, spread_keys=True)
     rates = {}
     with tempfile.TemporaryDirectory() as directory:

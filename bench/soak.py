@@ -35,6 +35,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from consumers.kafka_queries import create_topics  # noqa: E402
 from driftline.config import parse_config  # noqa: E402
 from driftline.synthetic import TrafficSpec, synthetic_events  # noqa: E402
 
@@ -83,10 +84,9 @@ def main() -> None:
         }
     )
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics(
-        [NewTopic(config.topics.events, 8, 1), NewTopic(config.topics.dead_letter, 1, 1)]
-    ).values():
-        future.result(timeout=30)
+    create_topics(
+        admin, [NewTopic(config.topics.events, 8, 1), NewTopic(config.topics.dead_letter, 1, 1)]
+    )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
 
     models = [f"model{i:02d}" for i in range(arguments.models)]

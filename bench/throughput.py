@@ -44,6 +44,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from consumers.kafka_queries import create_topics  # noqa: E402
 from detectors.reference_builder import ReferenceBuilder  # noqa: E402
 from detectors.stores.redis_reference_store import RedisReferenceStore  # noqa: E402
 from detectors.window_store import KeySchema  # noqa: E402
@@ -70,12 +71,10 @@ def _config(run: str, bootstrap: str, redis_url: str, runtime_batch: int) -> Con
 
 
 def _create_topics(admin: AdminClient, config: Config, partitions: int) -> None:
-    topics = [
-        NewTopic(config.topics.events, partitions, 1),
-        NewTopic(config.topics.dead_letter, 1, 1),
-    ]
-    for future in admin.create_topics(topics).values():
-        future.result(timeout=30)
+    create_topics(
+        admin,
+        [NewTopic(config.topics.events, partitions, 1), NewTopic(config.topics.dead_letter, 1, 1)],
+    )
 
 
 def _producer(bootstrap: str) -> Producer:

@@ -119,6 +119,24 @@ class BatchApplier(abc.ABC):
                 time.sleep(delay_s)
         return self.apply(batch, clock_ms())
 
+    def _send_to_dead_letter(
+        self, batch: RawBatch, refusals: Sequence[tuple[int, str, str]]
+    ) -> None:
+        """Produce each (message index, reason, detail) of ``batch``, then flush: the refusals
+        must be durable on the dead-letter topic before the store records them as counted."""
+        for index, reason, detail in refusals:
+            self.dead_letter.publish_record(
+                batch.topic,
+                batch.partitions[index],
+                batch.offsets[index],
+                batch.keys[index],
+                batch.values[index],
+                reason,
+                detail,
+            )
+        if refusals:
+            self.dead_letter.flush()
+
     @staticmethod
     def _next_offsets(batch: RawBatch) -> dict[int, int]:
         """Per partition, one past the batch's last offset."""
@@ -156,19 +174,13 @@ class EventBatchApplier(BatchApplier):
             for item in assembled.refused
         ]
         fresh = self.writer.unapplied_refused(refused)
-        for item in fresh:
-            index, invalid = item.refused.index, item.refused.invalid
-            self.dead_letter.publish_record(
-                batch.topic,
-                partitions[index],
-                offsets[index],
-                batch.keys[index],
-                batch.values[index],
-                invalid.reason,
-                invalid.detail,
-            )
-        if fresh:
-            self.dead_letter.flush()
+        self._send_to_dead_letter(
+            batch,
+            [
+                (item.refused.index, item.refused.invalid.reason, item.refused.invalid.detail)
+                for item in fresh
+            ],
+        )
         self.writer.write_refused(fresh)
 
         applied = self.writer.write_all(list(assembled.models.values()), now_ms)

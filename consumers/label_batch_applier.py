@@ -66,20 +66,14 @@ class LabelBatchApplier(BatchApplier):
             for item in assembled.refused
         ]
         fresh = self.label_writer.unapplied_refused(refused)
-        dead = [item.refused for item in fresh if item.refused.dead_letter]
-        for item in dead:
-            index = item.index
-            self.dead_letter.publish_record(
-                batch.topic,
-                partitions[index],
-                offsets[index],
-                batch.keys[index],
-                batch.values[index],
-                item.reason,
-                item.detail,
-            )
-        if dead:
-            self.dead_letter.flush()
+        self._send_to_dead_letter(
+            batch,
+            [
+                (item.refused.index, item.refused.reason, item.refused.detail)
+                for item in fresh
+                if item.refused.dead_letter
+            ],
+        )
         self.label_writer.write_refused(fresh)
         self.labels_refused += len(fresh)
 

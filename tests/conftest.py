@@ -64,18 +64,22 @@ def unique() -> str:
     return uuid.uuid4().hex[:10]
 
 
+def create_ready_topic(admin: AdminClient, topic: str, partitions: int, **topic_config: str) -> str:
+    """Create ``topic`` and wait until metadata shows all its partitions."""
+    create_topics(admin, [NewTopic(topic, partitions, 1, config=topic_config)])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        metadata = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if metadata and metadata.error is None and len(metadata.partitions) == partitions:
+            return topic
+        time.sleep(0.1)
+    raise TimeoutError(f"topic {topic} not ready")
+
+
 @pytest.fixture
 def make_topic(kafka_admin: AdminClient, unique: str) -> Callable[..., str]:
     def create(name: str, partitions: int = 4, **topic_config: str) -> str:
-        topic = f"test.{unique}.{name}"
-        create_topics(kafka_admin, [NewTopic(topic, partitions, 1, config=topic_config)])
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            metadata = kafka_admin.list_topics(topic, timeout=10).topics.get(topic)
-            if metadata and metadata.error is None and len(metadata.partitions) == partitions:
-                return topic
-            time.sleep(0.1)
-        raise TimeoutError(f"topic {topic} not ready")
+        return create_ready_topic(kafka_admin, f"test.{unique}.{name}", partitions, **topic_config)
 
     return create
 

@@ -31,7 +31,7 @@ import pytest
 import redis
 import yaml
 from click.testing import CliRunner
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from alerting.rollback_ledger import AlertingKeys
 from alerting.rollout_gate import RolloutGate, VerdictRequestError
@@ -39,7 +39,6 @@ from alerting.rollout_gate_server import serve_gate
 from alerting.rollout_verdict import Verdict
 from alerting.webhook_receiver import sign
 from consumers.kafka_consumer import EventConsumer
-from consumers.kafka_queries import create_topics
 from consumers.label_consumer import LabelConsumer, labels_group
 from detectors.quality_statistics import two_proportion_p_value
 from detectors.reference_builder import ReferenceBuilder
@@ -50,7 +49,13 @@ from detectors.window_store import KeySchema
 from driftline.cli import main
 from driftline.config import Config, parse_config
 from driftline.rollout_commands import EXIT_CODES, build_gate
-from tests.conftest import committed_offsets, end_offsets, produce, write_config
+from tests.conftest import (
+    committed_offsets,
+    create_ready_topic,
+    end_offsets,
+    produce,
+    write_config,
+)
 from tests.integration import expr_subset
 from tests.integration.quality_traffic import run_until, store_for
 from tests.integration.rollout_traffic import POSITIVE, Leg, LegTraffic, leg_traffic, shadow_of
@@ -128,15 +133,7 @@ class World:
 
 
 def _topic(admin: AdminClient, name: str, partitions: int) -> str:
-    topic = f"test.{uuid.uuid4().hex[:10]}.{name}"
-    create_topics(admin, [NewTopic(topic, partitions, 1)])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = admin.list_topics(topic, timeout=10).topics.get(topic)
-        if found and found.error is None and len(found.partitions) == partitions:
-            return topic
-        time.sleep(0.1)
-    raise TimeoutError(topic)
+    return create_ready_topic(admin, f"test.{uuid.uuid4().hex[:10]}.{name}", partitions)
 
 
 def _consume_events(
