@@ -29,6 +29,7 @@ window's ("the last hour of v41 is the new normal").
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
 
@@ -67,7 +68,8 @@ class _Column:
     """Everything seen of one feature: numbers, other values by category, and how often."""
 
     def __init__(self) -> None:
-        self.numbers: list[float] = []
+        # 8 bytes a number (a list of floats takes 32): references are built from big files.
+        self.numbers = array("d")
         self.others: Counter[str] = Counter()
         self.present = 0
 
@@ -124,7 +126,7 @@ class ReferenceBuilder:
         self.refused = 0
         self._features: dict[str, _Column] = defaultdict(_Column)
         self._prediction = _Column()
-        self._confidence: list[float] = []
+        self._confidence = array("d")
 
     def add(self, events: Iterable[InferenceEvent]) -> int:
         """Take the events of this model (and version, if one was given); return how many.

@@ -7,11 +7,12 @@ No Kafka and no Redis: the events go through the same :class:`~consumers.batchin
 one clock for all of them: event time. This is how thresholds are tuned on last month's traffic
 before they are trusted live.
 
-Replay order, for a list of JSON lines:
+Replay order, for JSON lines (:class:`~driftline.time_ordered_lines.TimeOrderedLines`, which
+reads a file larger than memory without holding it):
 
-1. Every line's timestamp is read; lines are replayed in event-time order (a stable sort, so
-   equal timestamps keep file order). Lines that do not decode have no time and go first; the
-   assembler refuses and counts them as the consumer would.
+1. Lines are replayed in event-time order (that of a stable sort, so equal timestamps keep file
+   order). Lines without a readable ``ts`` go first; the assembler refuses and counts them as the
+   consumer would.
 2. The evaluator ticks at every multiple of ``tick_ms`` of event time, from the first one after
    the first event to the first one after the last event. Before the tick at ``t`` every event
    with ``ts < t`` is applied, in batches of ``consumer.batch_size``, with the consumer clock at
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from alerting.alert_replay import AlertReplay
 from alerting.drift_figures import DriftFigures, DriftTransition
@@ -52,8 +52,9 @@ from driftline.cli import layout_from_config
 from driftline.config import Config
 from driftline.events import timestamp_ms
 from driftline.label_replay import LabelReplay
+from driftline.time_ordered_lines import LineCursor, TimeOrderedLines
 
-__all__ = ["Backtest", "BacktestSummary", "event_times"]
+__all__ = ["Backtest", "BacktestSummary", "event_time"]
 
 
 class _Stamp(msgspec.Struct):
@@ -63,19 +64,14 @@ class _Stamp(msgspec.Struct):
 _stamp_decoder = msgspec.json.Decoder(_Stamp)
 
 
-def event_times(lines: Sequence[bytes]) -> np.ndarray[Any, np.dtype[np.int64]]:
-    """Event time (epoch ms) of each line; -1 where the line has no readable ``ts``."""
-    times = np.full(len(lines), -1, dtype=np.int64)
-    for index, line in enumerate(lines):
-        try:
-            ts = _stamp_decoder.decode(line).ts
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            continue
-        if type(ts) is int and ts >= 0:
-            times[index] = ts
-        elif isinstance(ts, datetime.datetime):
-            times[index] = timestamp_ms(ts)
-    return times
+def event_time(line: bytes) -> int:
+    """Event time (epoch ms) of a line; -1 where it has no readable ``ts``."""
+    try:
+        ts = _stamp_decoder.decode(line).ts
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return -1
+    time_ms = ts if type(ts) is int else timestamp_ms(ts)
+    return time_ms if time_ms >= 0 else -1
 
 
 @dataclass
@@ -125,7 +121,7 @@ class Backtest:
         on_transition: Callable[[DriftTransition], None] | None = None,
         tick_seconds: float | None = None,
         on_alert: Callable[[str], object] | None = None,
-        label_lines: Sequence[bytes] = (),
+        label_lines: TimeOrderedLines | Sequence[bytes] = (),
         on_quality: Callable[[QualityTransition], object] | None = None,
         on_verdict: Callable[[str], object] | None = None,
         verdict_every_seconds: float | None = None,
@@ -227,55 +223,52 @@ class Backtest:
         self.summary.ticks += 1
 
     def replay(
-        self, lines: Sequence[bytes], progress: Callable[[int], None] | None = None
+        self,
+        lines: TimeOrderedLines | Sequence[bytes],
+        progress: Callable[[int], None] | None = None,
     ) -> BacktestSummary:
         """Replay ``lines`` (see the module docstring); ``progress`` gets lines done so far."""
-        times = event_times(lines)
-        order = np.argsort(times, kind="stable")
-        ordered_times = times[order]
-        self.summary.lines = len(lines)
-        batch_size = self.config.consumer.batch_size
-        start = int(np.searchsorted(ordered_times, 0, side="left"))
-        timed = ordered_times[start:]
-        if len(timed):
-            self.summary.first_event_ms = int(timed[0])
-            self.summary.last_event_ms = int(timed[-1])
+        ordered = (
+            lines
+            if isinstance(lines, TimeOrderedLines)
+            else TimeOrderedLines.from_lines(lines, event_time)
+        )
+        self.summary.lines = ordered.count
+        self.summary.first_event_ms = ordered.first_ms
+        self.summary.last_event_ms = ordered.last_ms
+        pending = LineCursor(ordered)
+        done = 0
+
+        def apply_before(at_ms: int) -> None:
+            nonlocal done
+            for batch in pending.batches_before(at_ms, self.config.consumer.batch_size):
+                self.apply([line for _, line in batch])
+                done += len(batch)
+                if progress is not None:
+                    progress(done)
+
         tick_ms = self.tick_ms
-        # Undecodable lines carry no time: the first batch refuses them.
-        self.now_ms = int(timed[0]) // tick_ms * tick_ms + tick_ms if len(timed) else 0
-        for first in range(0, start, batch_size):
-            self.apply([lines[i] for i in order[first : min(start, first + batch_size)].tolist()])
-        if progress is not None:
-            progress(start)
-        if not len(timed):
+        first_ms = ordered.first_ms
+        self.now_ms = 0 if first_ms is None else first_ms // tick_ms * tick_ms + tick_ms
+        apply_before(0)  # lines without a time come first: the first batch refuses them
+        if first_ms is None:
             return self._finish()
         quiet_gap_ms = self.layout.long_ms + self.layout.rollup_ms + tick_ms
-        position = start
         at = self.now_ms
-        while position < len(lines) or (self.labels is not None and self.labels.pending):
-            end = int(np.searchsorted(ordered_times, at, side="left"))
+        while pending.next_ms is not None or (self.labels is not None and self.labels.pending):
             self.now_ms = at
-            for first in range(position, end, batch_size):
-                chunk = order[first : min(end, first + batch_size)].tolist()
-                self.apply([lines[i] for i in chunk])
-            if end > position and progress is not None:
-                progress(end)
+            apply_before(at)
             self.tick(at)
-            position = end
             at += tick_ms
-            if position < len(lines):
+            if at - tick_ms > pending.last_ms + quiet_gap_ms:
                 # After a full long window without events every window is empty and stays so
-                # until the next event: jump to the tick just after it.
-                newest = int(ordered_times[position - 1]) if position > start else -1
-                if at - tick_ms > newest + quiet_gap_ms:
-                    at = max(at, int(ordered_times[position]) // tick_ms * tick_ms + tick_ms)
-            elif (
-                self.labels is not None
-                and self.labels.next_time_ms is not None
-                and at - tick_ms > int(ordered_times[-1]) + quiet_gap_ms
-            ):
-                # Only labels left: skip to the tick after the next one once windows are quiet.
-                at = max(at, self.labels.next_time_ms // tick_ms * tick_ms + tick_ms)
+                # until the next event (or, once all are applied, the next label): jump to the
+                # tick just after it.
+                upcoming = pending.next_ms
+                if upcoming is None and self.labels is not None:
+                    upcoming = self.labels.next_time_ms
+                if upcoming is not None:
+                    at = max(at, upcoming // tick_ms * tick_ms + tick_ms)
         return self._finish()
 
     def _finish(self) -> BacktestSummary:

@@ -6,23 +6,22 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from driftline.time_ordered_lines import TimeOf, TimeOrderedLines
 
 __all__ = ["backtest"]
 
 PROGRESS_MIN_LINES = 100_000
 """Files with at least this many lines get a progress bar on stderr (unless --no-progress)."""
 
-
-def read_lines(path: Path) -> list[bytes]:
-    """The non-blank lines of a JSONL file, as bytes."""
-    try:
-        with path.open("rb") as file:
-            return [line for line in file if line.strip()]
-    except OSError as error:
-        raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None
+SORT_MEMORY_MB = 256
+"""Default --sort-memory-mb: a file out of event-time order and larger is sorted on disk."""
 
 
 @click.command()
@@ -65,6 +64,14 @@ def read_lines(path: Path) -> list[bytes]:
     'print each answer as a {"kind": "verdict"} line (docs/rollout-gate.md).',
 )
 @click.option(
+    "--sort-memory-mb",
+    type=click.IntRange(min=1),
+    default=SORT_MEMORY_MB,
+    show_default=True,
+    help="Memory for putting a file that is out of event-time order in order; a larger file is "
+    "sorted in runs on disk (TMPDIR), needing free space about its size.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help=f"Progress bar on stderr (default: for files of {PROGRESS_MIN_LINES:,}+ lines).",
@@ -76,6 +83,7 @@ def backtest(
     labels_path: Path | None,
     tick_seconds: float | None,
     verdict_every_seconds: float | None,
+    sort_memory_mb: int,
     progress: bool | None,
     events_path: Path,
 ) -> None:
@@ -84,12 +92,14 @@ def backtest(
     Output (stdout), one JSON object per line: {"kind": "drift", "model", "version",
     "deployment", "segment", "feature", "state": "drifted"|"ok", "at" (event time, epoch ms),
     "stat", "value", "threshold", "window"} for every change, then {"kind": "summary", ...}.
-    The same input always gives byte-identical output.
+    The same input always gives byte-identical output. Files larger than memory are read as
+    they are replayed; one out of event-time order is sorted first, on disk if it must be.
     """
     from alerting.drift_figures import DriftTransition
     from detectors.reference import Reference, ReferenceFormatError
-    from driftline.backtest import Backtest
+    from driftline.backtest import Backtest, event_time
     from driftline.config import ConfigError, load_config
+    from driftline.label_replay import label_time
 
     try:
         config = load_config(config_path)
@@ -106,40 +116,58 @@ def backtest(
         raise click.UsageError(f"--reference: one reference per model, got models {models}")
 
     started = time.monotonic()
-    lines = read_lines(events_path)
-    show_progress = len(lines) >= PROGRESS_MIN_LINES if progress is None else progress
     out = click.get_text_stream("stdout")
 
     def emit(transition: DriftTransition) -> None:
         out.write(transition.to_json() + "\n")
 
-    try:
-        replay = Backtest(
-            config,
-            references,
-            on_transition=emit,
-            tick_seconds=tick_seconds,
-            on_alert=lambda line: out.write(line + "\n"),
-            label_lines=[] if labels_path is None else read_lines(labels_path),
-            on_quality=lambda transition: out.write(transition.to_json() + "\n"),
-            on_verdict=lambda line: out.write(line + "\n"),
-            verdict_every_seconds=verdict_every_seconds,
+    with ExitStack() as files:
+        events = _open_lines(files, events_path, event_time, sort_memory_mb)
+        labels = (
+            ()
+            if labels_path is None
+            else _open_lines(files, labels_path, label_time, sort_memory_mb)
         )
-    except ConfigError as error:  # a rollout policy naming an unknown rule or class
-        raise click.ClickException(str(error)) from None
-    if show_progress:
-        from rich.console import Console
-        from rich.progress import Progress
+        try:
+            replay = Backtest(
+                config,
+                references,
+                on_transition=emit,
+                tick_seconds=tick_seconds,
+                on_alert=lambda line: out.write(line + "\n"),
+                label_lines=labels,
+                on_quality=lambda transition: out.write(transition.to_json() + "\n"),
+                on_verdict=lambda line: out.write(line + "\n"),
+                verdict_every_seconds=verdict_every_seconds,
+            )
+        except ConfigError as error:  # a rollout policy naming an unknown rule or class
+            raise click.ClickException(str(error)) from None
+        if events.count >= PROGRESS_MIN_LINES if progress is None else progress:
+            from rich.console import Console
+            from rich.progress import Progress
 
-        with Progress(console=Console(file=sys.stderr), transient=True) as bar:
-            task = bar.add_task(f"replaying {events_path.name}", total=len(lines))
-            summary = replay.replay(lines, lambda done: bar.update(task, completed=done))
-    else:
-        summary = replay.replay(lines)
+            with Progress(console=Console(file=sys.stderr), transient=True) as bar:
+                task = bar.add_task(f"replaying {events_path.name}", total=events.count)
+                summary = replay.replay(events, lambda done: bar.update(task, completed=done))
+        else:
+            summary = replay.replay(events)
     out.write(json.dumps(summary.to_dict()) + "\n")
     out.flush()
     click.echo(
-        f"replayed {len(lines):,} lines, {summary.ticks:,} ticks in "
+        f"replayed {events.count:,} lines, {summary.ticks:,} ticks in "
         f"{time.monotonic() - started:.1f}s",
         err=True,
     )
+
+
+def _open_lines(
+    files: ExitStack, path: Path, time_of: TimeOf, sort_memory_mb: int
+) -> TimeOrderedLines:
+    from driftline.time_ordered_lines import TimeOrderedLines
+
+    try:
+        return files.enter_context(
+            TimeOrderedLines.open(path, time_of, sort_memory_bytes=sort_memory_mb * 2**20)
+        )
+    except OSError as error:
+        raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None

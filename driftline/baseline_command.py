@@ -7,6 +7,7 @@ one within ``drift.reference_refresh_seconds``. Files are the reference's canoni
 from __future__ import annotations
 
 import time
+from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -101,7 +102,6 @@ def build(
     """Build a reference from JSONL event files (events of other models are skipped)."""
     from detectors.reference import ReferenceFormatError
     from detectors.reference_builder import ReferenceBuilder
-    from driftline.backtest_command import read_lines
     from driftline.events import InferenceEvent, decode_event
 
     config = _load_config(config_path)
@@ -118,12 +118,16 @@ def build(
     )
     invalid = 0
     for path in events_paths:
-        lines = read_lines(path)
-        for first in range(0, len(lines), 10_000):
-            decoded = [decode_event(line) for line in lines[first : first + 10_000]]
-            events = [event for event in decoded if isinstance(event, InferenceEvent)]
-            invalid += len(decoded) - len(events)
-            builder.add(events)
+        try:
+            with path.open("rb") as file:
+                # 10,000 lines at a time: a file larger than memory is read, not held.
+                while chunk := list(islice(file, 10_000)):
+                    decoded = [decode_event(line) for line in chunk if line.strip()]
+                    events = [event for event in decoded if isinstance(event, InferenceEvent)]
+                    invalid += len(decoded) - len(events)
+                    builder.add(events)
+        except OSError as error:
+            raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None
     try:
         reference = builder.build(
             created_at_ms=time.time_ns() // 1_000_000,

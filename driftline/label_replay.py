@@ -15,9 +15,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-import numpy as np
-import numpy.typing as npt
-
 from alerting.quality_figures import QualityFigures, QualityReferences
 from alerting.quality_thresholds import QualityThresholdWatcher, QualityTransition
 from consumers.label_batching import LabelAssembler
@@ -25,18 +22,17 @@ from consumers.label_writer import LabelWriter, RefusedLabelAt
 from detectors.window_store import WindowStore
 from driftline.config import Config
 from driftline.events import InvalidEvent, decode_label, timestamp_ms
+from driftline.time_ordered_lines import LineCursor, TimeOrderedLines
 
-__all__ = ["LabelReplay"]
+__all__ = ["LabelReplay", "label_time"]
 
 
-def label_times(lines: Sequence[bytes]) -> npt.NDArray[np.int64]:
-    """Label time (epoch ms) of each line; -1 where it has none."""
-    times = np.full(len(lines), -1, dtype=np.int64)
-    for index, line in enumerate(lines):
-        label = decode_label(line)
-        if not isinstance(label, InvalidEvent) and label.ts is not None:
-            times[index] = timestamp_ms(label.ts)
-    return times
+def label_time(line: bytes) -> int:
+    """Label time (epoch ms) of a line; -1 where it has none."""
+    label = decode_label(line)
+    if isinstance(label, InvalidEvent) or label.ts is None:
+        return -1
+    return timestamp_ms(label.ts)
 
 
 class LabelReplay:
@@ -44,15 +40,17 @@ class LabelReplay:
         self,
         config: Config,
         store: WindowStore,
-        lines: Sequence[bytes],
+        lines: TimeOrderedLines | Sequence[bytes],
         on_transition: Callable[[QualityTransition], object],
     ) -> None:
         self.config = config
-        self.lines = lines
-        times = label_times(lines)
-        self._order = np.argsort(times, kind="stable")
-        self._times = times[self._order]
-        self._position = 0
+        ordered = (
+            lines
+            if isinstance(lines, TimeOrderedLines)
+            else TimeOrderedLines.from_lines(lines, label_time)
+        )
+        self._pending = LineCursor(ordered)
+        self._next_offset = 0
         self.assembler = LabelAssembler(config, store)
         self.writer = LabelWriter(config, store)
         references = QualityReferences(store, config.quality.reference_refresh_seconds)
@@ -63,27 +61,26 @@ class LabelReplay:
 
     @property
     def pending(self) -> bool:
-        return self._position < len(self.lines)
+        return self._pending.next_ms is not None
 
     @property
     def next_time_ms(self) -> int | None:
-        return int(self._times[self._position]) if self.pending else None
+        return self._pending.next_ms
 
     def apply_until(self, at_ms: int) -> None:
         """Apply every label stamped before ``at_ms``, in batches, with the clock at ``at_ms``."""
-        end = int(np.searchsorted(self._times, at_ms, side="left"))
-        batch_size = self.config.consumer.batch_size
-        for first in range(self._position, end, batch_size):
-            chunk = self._order[first : min(end, first + batch_size)].tolist()
-            values: list[bytes | None] = [self.lines[i] for i in chunk]
-            offsets = list(range(first, first + len(chunk)))
-            stamps = [int(self._times[first + k]) for k in range(len(chunk))]
+        for batch in self._pending.batches_before(at_ms, self.config.consumer.batch_size):
+            offsets = list(range(self._next_offset, self._next_offset + len(batch)))
+            self._next_offset += len(batch)
             assembled = self.assembler.assemble(
-                [0] * len(chunk), offsets, [s if s >= 0 else at_ms for s in stamps], values, at_ms
+                [0] * len(batch),
+                offsets,
+                [time_ms if time_ms >= 0 else at_ms for time_ms, _ in batch],
+                [line for _, line in batch],
+                at_ms,
             )
             refused = [RefusedLabelAt(0, offsets[r.index], r) for r in assembled.refused]
             for item in refused:
                 self.refused[item.refused.reason] += 1
             self.writer.write_refused(refused)
             self.applied += self.writer.write_all(assembled.models.values(), at_ms)
-        self._position = max(self._position, end)

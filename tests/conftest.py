@@ -24,6 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from consumers.kafka_queries import ask_kafka, create_topics
 from detectors.stores.redis_store import connect_redis
+from driftline import time_ordered_lines
 from driftline.config import Config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
@@ -62,6 +63,20 @@ def kafka_admin(kafka_bootstrap: str) -> AdminClient:
 @pytest.fixture
 def unique() -> str:
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def sorted_runs_written(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every sorted run ``driftline backtest`` writes to disk during the test."""
+    written: list[Path] = []
+    write_run = time_ordered_lines._write_run
+
+    def recording(run: list[tuple[int, bytes]], path: Path) -> Path:
+        written.append(write_run(run, path))
+        return path
+
+    monkeypatch.setattr(time_ordered_lines, "_write_run", recording)
+    return written
 
 
 def create_ready_topic(admin: AdminClient, topic: str, partitions: int, **topic_config: str) -> str:

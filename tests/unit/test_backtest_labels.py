@@ -49,7 +49,9 @@ def _traffic(seed: int) -> tuple[list[bytes], list[bytes]]:
     return events, [labels[int(i)] for i in order]
 
 
-def test_backtest_labels_prints_quality_crossings(tmp_path: Path) -> None:
+def test_backtest_labels_prints_quality_crossings(
+    tmp_path: Path, sorted_runs_written: list[Path]
+) -> None:
     events, labels = _traffic(3)
     (tmp_path / "events.jsonl").write_bytes(b"\n".join(events) + b"\n")
     (tmp_path / "labels.jsonl").write_bytes(b"\n".join(labels) + b"\n")
@@ -71,7 +73,10 @@ def test_backtest_labels_prints_quality_crossings(tmp_path: Path) -> None:
         str(tmp_path / "events.jsonl"),
     ]
     outputs = [CliRunner().invoke(main, arguments) for _ in range(2)]
+    # The labels file (shuffled, about 3 MB with what sorting costs) sorted in runs on disk:
+    outputs.append(CliRunner().invoke(main, [*arguments, "--sort-memory-mb", "1"]))
     assert all(result.exit_code == 0 for result in outputs), outputs[0].output
+    assert len(sorted_runs_written) > 1
     lines = [json.loads(line) for line in outputs[0].stdout.splitlines()]
     quality = [line for line in lines if line["kind"] == "quality"]
     crossed = [line for line in quality if line["state"] == "crossed" and line["segment"] == ""]
@@ -81,6 +86,7 @@ def test_backtest_labels_prints_quality_crossings(tmp_path: Path) -> None:
     assert DROP_MS < first["at"] <= DROP_MS + 300_000 + 30_000, first
     assert first["value"] < 0.8 and first["class"] == "fraud" and first["below"] == 0.8
     assert outputs[0].stdout == outputs[1].stdout, "the same input must give the same output"
+    assert outputs[0].stdout == outputs[2].stdout, "sorting on disk must not change the output"
 
 
 def test_regression_labels_give_exact_mae_and_rmse() -> None:

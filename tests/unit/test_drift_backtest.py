@@ -252,7 +252,7 @@ def _write(path: Path, lines: Sequence[bytes]) -> Path:
 
 
 def test_backtest_command_output_is_byte_identical_and_independent_of_file_order(
-    tmp_path: Path, small_reference: Reference
+    tmp_path: Path, small_reference: Reference, sorted_runs_written: list[Path]
 ) -> None:
     change_ms = START_MS + 300_000
     lines = [
@@ -277,12 +277,21 @@ def test_backtest_command_output_is_byte_identical_and_independent_of_file_order
     random.Random(64).shuffle(shuffled)
     runner = CliRunner()
     outputs = []
-    for name, content in (("a", lines), ("b", lines), ("c", shuffled)):
+    for name, content, sort_memory_mb in (
+        ("a", lines, 256),
+        ("b", lines, 256),
+        ("c", shuffled, 256),  # sorted in memory
+        ("d", shuffled, 1),  # about 10 MB: sorted in runs on disk, then merged
+    ):
         events = _write(tmp_path / f"{name}.jsonl", content)
-        result = runner.invoke(main, ["backtest", "--reference", str(reference_path), str(events)])
+        sort_memory = ["--sort-memory-mb", str(sort_memory_mb)]
+        result = runner.invoke(
+            main, ["backtest", "--reference", str(reference_path), *sort_memory, str(events)]
+        )
         assert result.exit_code == 0, result.output
         outputs.append(result.stdout_bytes)
-    assert outputs[0] == outputs[1] == outputs[2]
+    assert outputs[0] == outputs[1] == outputs[2] == outputs[3]
+    assert len(sorted_runs_written) > 5, "the last file must have been sorted on disk"
 
     records = [json.loads(line) for line in outputs[0].decode().splitlines()]
     transitions, summary = records[:-1], records[-1]
