@@ -170,4 +170,5 @@ def _open_lines(
             TimeOrderedLines.open(path, time_of, sort_memory_bytes=sort_memory_mb * 2**20)
         )
     except OSError as error:
-        raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None
+        # Reading the file, or writing its sorted runs (a full TMPDIR).
+        raise click.ClickException(f"{path}: cannot read or sort: {error.strerror}") from None

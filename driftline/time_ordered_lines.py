@@ -10,8 +10,9 @@ file is ordered like this:
    export). A file in order is then read again, line by line, as it is replayed: nothing is held.
 3. A file out of order whose lines fit in ``sort_memory_bytes`` is sorted in memory.
 4. A larger one is cut into runs of at most ``sort_memory_bytes``, each sorted in memory and
-   written to a temporary folder, and the runs are merged as they are replayed. This needs free
-   disk about the size of the file (``TMPDIR`` says where); the folder is removed on close.
+   written to a temporary folder, and the runs are merged as they are replayed (more than
+   :data:`MAX_RUNS_MERGED` runs are first merged in passes). This needs free disk about the size
+   of the file (``TMPDIR`` says where); the folder is removed on close.
 
 The order is always the one a stable sort of the whole file gives: by time, and in file order
 among equal times (the merge takes earlier runs first on equal times). A line without a readable
@@ -49,6 +50,9 @@ _LINE_OVERHEAD_BYTES = 100
 _SMALL_FILE_SHARE = 4
 """A file of at most this share of the sort memory is read into memory without a scan (its
 lines, of 33 bytes or more, cost at most the sort memory)."""
+
+MAX_RUNS_MERGED = 128
+"""Runs merged at once (each holds a file open); more runs are first merged in passes."""
 
 _RECORD_HEADER = struct.Struct("<qI")  # time (ms), length of the line
 _RUN_BUFFER_BYTES = 64 * 1024
@@ -169,13 +173,29 @@ def _write_sorted_runs(
             run, run_bytes = [], 0
     if run:
         runs.append(_write_run(run, folder / f"run-{len(runs):06d}"))
+    merge_pass = 0
+    while len(runs) > MAX_RUNS_MERGED:
+        # Consecutive runs merge into one, so the runs still follow file order: stable.
+        merge_pass += 1
+        merged: list[Path] = []
+        for first in range(0, len(runs), MAX_RUNS_MERGED):
+            group = runs[first : first + MAX_RUNS_MERGED]
+            path = folder / f"merged-{merge_pass}-{len(merged):06d}"
+            merged.append(_write_records(_merge(group), path))
+            for done in group:
+                done.unlink()
+        runs = merged
     return runs
 
 
 def _write_run(run: list[TimedLine], path: Path) -> Path:
     run.sort(key=itemgetter(0))  # list.sort is stable: file order among equal times
-    with path.open("wb") as file:
-        for time_ms, line in run:
+    return _write_records(run, path)
+
+
+def _write_records(records: Iterable[TimedLine], path: Path) -> Path:
+    with path.open("wb", buffering=_RUN_BUFFER_BYTES) as file:
+        for time_ms, line in records:
             file.write(_RECORD_HEADER.pack(time_ms, len(line)))
             file.write(line)
     return path

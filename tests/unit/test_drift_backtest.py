@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -337,3 +338,16 @@ def test_backtest_command_takes_labels_and_refuses_bad_references_clearly(tmp_pa
     result = runner.invoke(main, ["backtest", "--reference", str(broken), str(events)])
     assert result.exit_code == 1
     assert f"--reference {broken}: reference.features: expected a list" in result.output
+
+
+def test_backtest_command_says_when_it_cannot_sort_a_file(
+    tmp_path: Path, small_reference: Reference, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = normal_stream(5_000, start_ms=START_MS, rate_per_s=50, seed=81, features=5)
+    random.Random(82).shuffle(lines)
+    events = _write(tmp_path / "events.jsonl", lines)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
+    result = CliRunner().invoke(main, ["backtest", "--sort-memory-mb", "1", str(events)])
+    assert result.exit_code == 1
+    assert f"{events}: cannot read or sort: No such file or directory" in result.output
+    assert '"kind"' not in result.output, "nothing is replayed"

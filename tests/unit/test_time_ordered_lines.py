@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from driftline import time_ordered_lines
 from driftline.backtest import event_time
 from driftline.time_ordered_lines import LineCursor, TimedLine, TimeOrderedLines
 
@@ -51,11 +52,20 @@ def temporary_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 @pytest.mark.parametrize(
-    "sort_memory_bytes", [10**9, 20_000, 1], ids=["in-memory", "runs", "run-per-line"]
+    ("sort_memory_bytes", "max_runs_merged"),
+    [(10**9, 128), (20_000, 128), (1, 128), (1, 3)],
+    ids=["in-memory", "runs", "run-per-line", "merged-in-passes"],
 )
 def test_out_of_order_file_is_read_in_stable_time_order(
-    tmp_path: Path, temporary_root: Path, seed: int, sort_memory_bytes: int
+    tmp_path: Path,
+    temporary_root: Path,
+    sorted_runs_written: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+    seed: int,
+    sort_memory_bytes: int,
+    max_runs_merged: int,
 ) -> None:
+    monkeypatch.setattr(time_ordered_lines, "MAX_RUNS_MERGED", max_runs_merged)
     lines = _lines(2_000, seed)
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(lines))
@@ -63,16 +73,19 @@ def test_out_of_order_file_is_read_in_stable_time_order(
     timed = [time_ms for time_ms, _ in expected if time_ms >= 0]
 
     with TimeOrderedLines.open(path, event_time, sort_memory_bytes=sort_memory_bytes) as ordered:
-        folders = _sort_folders(temporary_root)
-        runs = len(list(folders[0].iterdir())) if folders else 0
+        runs = len(sorted_runs_written)
         # A run closes once its lines cost sort_memory_bytes (a line costs 100 bytes extra).
         costs = [len(line) + 100 for _, line in expected]
         if sum(costs) <= sort_memory_bytes:
             assert runs == 0
+            assert _sort_folders(temporary_root) == []
         else:
             fewest = math.ceil(sum(costs) / (sort_memory_bytes + max(costs)))
             assert fewest <= runs <= math.ceil(sum(costs) / sort_memory_bytes)
             assert runs > 1
+            # What is left to merge as the lines are read: at most max_runs_merged runs.
+            (folder,) = _sort_folders(temporary_root)
+            assert 1 <= len(list(folder.iterdir())) <= max_runs_merged
         assert list(ordered) == expected
         assert list(ordered) == expected, "a second pass reads the same"
         assert (ordered.count, ordered.first_ms, ordered.last_ms) == (
