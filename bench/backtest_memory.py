@@ -14,6 +14,8 @@ order by up to a second or two). Builds a reference from the first 100,000 event
 Each reports ``peak_rss_mb`` (``os.wait4``), ``seconds``, ``lines_per_second`` and the SHA-256
 of its output; all three outputs must be equal (``same_output``). ``speed_ratio_to_in_memory``
 compares each run's lines per second with the in-memory run of the same invocation.
+``baseline_build_of_the_whole_file`` is the peak RSS and time of ``driftline baseline build`` on
+the ordered file.
 
     python bench/backtest_memory.py [--events 1000000] [--partitions 4] [--run-mb 64]
 """
@@ -129,6 +131,13 @@ def main() -> None:
             result["speed_ratio_to_in_memory"] = round(
                 result["lines_per_second"] / results["in_memory"]["lines_per_second"], 3
             )
+        full_reference_path = folder / "full-reference.json"
+        build = ["baseline", "build", "--model", "fraud", "--output", str(full_reference_path)]
+        run = _run([*driftline, *build, str(ordered_path)], folder / "build.out")
+        baseline_build = {
+            "peak_rss_mb": round(run["peak_rss_bytes"] / 2**20, 1),
+            "seconds": round(run["seconds"], 1),
+        }
     print(
         json.dumps(
             {
@@ -140,6 +149,7 @@ def main() -> None:
                 ),
                 **results,
                 "same_output": len({result["output_sha256"] for result in results.values()}) == 1,
+                "baseline_build_of_the_whole_file": baseline_build,
             },
             indent=2,
         )
