@@ -83,11 +83,12 @@ class TimeOrderedLines:
         times = np.fromiter((time_of(line) for line in lines), dtype=np.int64, count=len(lines))
         order = np.argsort(times, kind="stable").tolist()
         timed = times[times >= 0]
+        time_list = times.tolist()  # Python ints: no numpy scalar made per line replayed
         return cls(
             count=len(lines),
             first_ms=int(timed.min()) if len(timed) else None,
             last_ms=int(timed.max()) if len(timed) else None,
-            _iterate=lambda: ((int(times[index]), lines[index]) for index in order),
+            _iterate=lambda: ((time_list[index], lines[index]) for index in order),
         )
 
     @staticmethod
