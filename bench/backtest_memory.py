@@ -1,15 +1,17 @@
 """Backtest memory: peak RSS of ``driftline backtest`` against the size of the file; prints JSON.
 
 Writes ``--events`` seeded events (20 numeric features, ~610 bytes each, 1,000 events/s of event
-time) twice: once in event-time order, and once as a dump of ``--partitions`` partitions
+time) three times: once in event-time order; once as a dump of ``--partitions`` partitions
 interleaved a thousand lines at a time, the way a multi-partition topic dump comes out (out of
-order by up to a second or two). Builds a reference from the first 100,000 events, then runs
+order by up to a second or two); and once as a gzip file per partition. Builds a reference from the first 100,000 events, then runs
 ``driftline backtest``, each run in its own process:
 
 - ``in_memory``: the ordered file with a sort memory large enough to hold it (the whole file is
   read into memory and sorted there, as every file was before files could be streamed);
 - ``ordered_streamed``: the ordered file with ``--sort-memory-mb`` = ``--run-mb``: streamed;
-- ``partition_dump_sorted_on_disk``: the dump with the same memory: sorted in runs on disk.
+- ``partition_dump_sorted_on_disk``: the dump with the same memory: sorted in runs on disk;
+- ``partition_files_gzip_merged``: the partitions as separate gzip files (each in order), with
+  the same memory: decompressed and merged as they are replayed.
 
 Each reports ``peak_rss_mb`` (``os.wait4``), ``seconds``, ``lines_per_second`` and the SHA-256
 of its output; all three outputs must be equal (``same_output``). ``speed_ratio_to_in_memory``
@@ -23,6 +25,7 @@ the ordered file.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import math
@@ -43,7 +46,7 @@ START_MS = 1_700_000_000_000
 RATE_PER_S = 1_000.0
 
 
-def _write_files(folder: Path, count: int, partitions: int) -> tuple[Path, Path, Path]:
+def _write_files(folder: Path, count: int, partitions: int) -> tuple[Path, Path, Path, list[Path]]:
     """Written line by line: this process must stay small, because a child started from it
     reports at least this process's peak RSS (Linux keeps it across exec)."""
     spec = TrafficSpec("fraud", "v1")
@@ -64,16 +67,19 @@ def _write_files(folder: Path, count: int, partitions: int) -> tuple[Path, Path,
                 sample.write(raw + b"\n")
             # Partition p holds every partitions-th event.
             by_partition[index % partitions].write(raw + b"\n")
+    compressed_paths = [path.with_name(path.name + ".gz") for path in partition_paths]
     with ExitStack() as files:
         dump = files.enter_context(dump_path.open("wb"))
         readers = [files.enter_context(path.open("rb")) for path in partition_paths]
+        compressed = [files.enter_context(gzip.open(path, "wb")) for path in compressed_paths]
         # The dump takes 1,000 lines of each partition in turn.
         while any(chunks := [list(islice(reader, 1_000)) for reader in readers]):
-            for chunk in chunks:
+            for chunk, partition_file in zip(chunks, compressed, strict=True):
                 dump.writelines(chunk)
+                partition_file.writelines(chunk)
     for path in partition_paths:
         path.unlink()
-    return ordered_path, dump_path, sample_path
+    return ordered_path, dump_path, sample_path, compressed_paths
 
 
 def _run(command: list[str], output_path: Path) -> dict[str, Any]:
@@ -98,7 +104,7 @@ def main() -> None:
     driftline = [sys.executable, "-m", "driftline.cli"]
     with tempfile.TemporaryDirectory() as folder_name:
         folder = Path(folder_name)
-        ordered_path, dump_path, sample_path = _write_files(
+        ordered_path, dump_path, sample_path, partition_paths = _write_files(
             folder, arguments.events, arguments.partitions
         )
         reference_path = folder / "reference.json"
@@ -110,17 +116,19 @@ def main() -> None:
         )
         in_memory_mb = 4 * math.ceil(ordered_path.stat().st_size / 2**20) + 1
         results: dict[str, Any] = {}
-        for name, path, sort_memory_mb in (
-            ("in_memory", ordered_path, in_memory_mb),
-            ("ordered_streamed", ordered_path, arguments.run_mb),
-            ("partition_dump_sorted_on_disk", dump_path, arguments.run_mb),
+        for name, paths, sort_memory_mb in (
+            ("in_memory", [ordered_path], in_memory_mb),
+            ("ordered_streamed", [ordered_path], arguments.run_mb),
+            ("partition_dump_sorted_on_disk", [dump_path], arguments.run_mb),
+            ("partition_files_gzip_merged", partition_paths, arguments.run_mb),
         ):
             output_path = folder / f"{name}.out"
             options = ["--no-progress", "--reference", str(reference_path)]
             options += ["--sort-memory-mb", str(sort_memory_mb)]
-            run = _run([*driftline, "backtest", *options, str(path)], output_path)
+            run = _run([*driftline, "backtest", *options, *map(str, paths)], output_path)
             results[name] = {
-                "file_mb": round(path.stat().st_size / 2**20, 1),
+                "files": len(paths),
+                "file_mb": round(sum(path.stat().st_size for path in paths) / 2**20, 1),
                 "sort_memory_mb": sort_memory_mb,
                 "peak_rss_mb": round(run["peak_rss_bytes"] / 2**20, 1),
                 "seconds": round(run["seconds"], 1),

@@ -8,7 +8,7 @@ one clock for all of them: event time. This is how thresholds are tuned on last 
 before they are trusted live.
 
 Replay order, for JSON lines (:class:`~driftline.time_ordered_lines.TimeOrderedLines`, which
-reads a file larger than memory without holding it):
+reads files larger than memory without holding them):
 
 1. Lines are replayed in event-time order (that of a stable sort, so equal timestamps keep file
    order). Lines without a readable ``ts`` go first; the assembler refuses and counts them as the

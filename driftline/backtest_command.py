@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ PROGRESS_MIN_LINES = 100_000
 """Files with at least this many lines get a progress bar on stderr (unless --no-progress)."""
 
 SORT_MEMORY_MB = 256
-"""Default --sort-memory-mb: a file out of event-time order and larger is sorted on disk."""
+"""Default --sort-memory-mb: files out of event-time order and larger are sorted on disk."""
 
 
 @click.command()
@@ -42,9 +43,9 @@ SORT_MEMORY_MB = 256
 )
 @click.option(
     "--labels",
-    "labels_path",
+    "labels_paths",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
+    multiple=True,
     help="Labels JSONL (label-event schema), replayed at label time and joined with the "
     'events; prints a {"kind": "quality"} line when a quality.thresholds line is crossed.',
 )
@@ -68,26 +69,32 @@ SORT_MEMORY_MB = 256
     type=click.IntRange(min=1),
     default=SORT_MEMORY_MB,
     show_default=True,
-    help="Memory for putting a file that is out of event-time order in order; a larger file is "
-    "sorted in runs on disk (TMPDIR), needing free space about its size.",
+    help="Memory for putting files that are out of event-time order in order; more is sorted in "
+    "runs on disk (TMPDIR), needing free space about the size of those files, uncompressed.",
 )
 @click.option(
     "--progress/--no-progress",
     default=None,
     help=f"Progress bar on stderr (default: for files of {PROGRESS_MIN_LINES:,}+ lines).",
 )
-@click.argument("events_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "events_paths",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+)
 def backtest(
     config_path: Path | None,
     reference_paths: tuple[Path, ...],
-    labels_path: Path | None,
+    labels_paths: tuple[Path, ...],
     tick_seconds: float | None,
     verdict_every_seconds: float | None,
     sort_memory_mb: int,
     progress: bool | None,
-    events_path: Path,
+    events_paths: tuple[Path, ...],
 ) -> None:
-    """Replay EVENTS_PATH (JSON lines) at event time; print drift transitions, then a summary.
+    """Replay EVENTS_PATHS (JSON lines, plain or gzip; several files are replayed together) at
+    event time; print drift transitions, then a summary.
 
     Output (stdout), one JSON object per line: {"kind": "drift", "model", "version",
     "deployment", "segment", "feature", "state": "drifted"|"ok", "at" (event time, epoch ms),
@@ -122,11 +129,9 @@ def backtest(
         out.write(transition.to_json() + "\n")
 
     with ExitStack() as files:
-        events = _open_lines(files, events_path, event_time, sort_memory_mb)
+        events = _open_lines(files, events_paths, event_time, sort_memory_mb)
         labels = (
-            ()
-            if labels_path is None
-            else _open_lines(files, labels_path, label_time, sort_memory_mb)
+            _open_lines(files, labels_paths, label_time, sort_memory_mb) if labels_paths else ()
         )
         try:
             replay = Backtest(
@@ -147,7 +152,8 @@ def backtest(
             from rich.progress import Progress
 
             with Progress(console=Console(file=sys.stderr), transient=True) as bar:
-                task = bar.add_task(f"replaying {events_path.name}", total=events.count)
+                names = ", ".join(path.name for path in events_paths)
+                task = bar.add_task(f"replaying {names}", total=events.count)
                 summary = replay.replay(events, lambda done: bar.update(task, completed=done))
         else:
             summary = replay.replay(events)
@@ -161,14 +167,16 @@ def backtest(
 
 
 def _open_lines(
-    files: ExitStack, path: Path, time_of: TimeOf, sort_memory_mb: int
+    files: ExitStack, paths: Sequence[Path], time_of: TimeOf, sort_memory_mb: int
 ) -> TimeOrderedLines:
     from driftline.time_ordered_lines import TimeOrderedLines
 
     try:
         return files.enter_context(
-            TimeOrderedLines.open(path, time_of, sort_memory_bytes=sort_memory_mb * 2**20)
+            TimeOrderedLines.open(paths, time_of, sort_memory_bytes=sort_memory_mb * 2**20)
         )
     except OSError as error:
-        # Reading the file, or writing its sorted runs (a full TMPDIR).
-        raise click.ClickException(f"{path}: cannot read or sort: {error.strerror}") from None
+        # Reading a file (damaged gzip data), or writing sorted runs (a full or missing TMPDIR):
+        # the error names the file or folder.
+        where = error.filename if error.filename is not None else ", ".join(map(str, paths))
+        raise click.ClickException(f"{where}: cannot read or sort: {error.strerror}") from None

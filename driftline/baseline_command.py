@@ -99,10 +99,12 @@ def build(
     to_store: bool,
     events_paths: tuple[Path, ...],
 ) -> None:
-    """Build a reference from JSONL event files (events of other models are skipped)."""
+    """Build a reference from JSONL event files, plain or gzip-compressed (events of other
+    models are skipped)."""
     from detectors.reference import ReferenceFormatError
     from detectors.reference_builder import ReferenceBuilder
     from driftline.events import InferenceEvent, decode_event
+    from driftline.line_files import nonblank_lines
 
     config = _load_config(config_path)
     if output_path is None and not to_store:
@@ -119,13 +121,13 @@ def build(
     invalid = 0
     for path in events_paths:
         try:
-            with path.open("rb") as file:
-                # 10,000 lines at a time: a file larger than memory is read, not held.
-                while chunk := list(islice(file, 10_000)):
-                    decoded = [decode_event(line) for line in chunk if line.strip()]
-                    events = [event for event in decoded if isinstance(event, InferenceEvent)]
-                    invalid += len(decoded) - len(events)
-                    builder.add(events)
+            lines = nonblank_lines(path)
+            # 10,000 lines at a time: a file larger than memory is read, not held.
+            while chunk := list(islice(lines, 10_000)):
+                decoded = [decode_event(line) for line in chunk]
+                events = [event for event in decoded if isinstance(event, InferenceEvent)]
+                invalid += len(decoded) - len(events)
+                builder.add(events)
         except OSError as error:
             raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None
     try:

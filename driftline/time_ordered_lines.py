@@ -1,22 +1,30 @@
-"""The lines of a JSON-lines file in event-time order, in bounded memory.
+"""The lines of JSON-lines files in event-time order, in bounded memory.
 
 ``driftline backtest`` replays recorded traffic in event-time order, and last month's traffic
-does not fit in memory (held as Python objects, a 600-byte event costs about 800 bytes). So a
-file is ordered like this:
+does not fit in memory (held as Python objects, a 600-byte event costs about 800 bytes). It comes
+as one file or several (a file per day, or per topic partition), plain or gzip-compressed
+(:mod:`driftline.line_files`). The files are ordered together like this:
 
-1. A file of at most a quarter of ``sort_memory_bytes`` is read and sorted in memory.
+1. Plain files of at most a quarter of ``sort_memory_bytes`` in all are read and sorted in
+   memory.
 2. Otherwise one pass reads every line's time: how many lines, the first and last time, and
-   whether the file is already in order (it usually is: one topic partition, or a time-sorted
-   export). A file in order is then read again, line by line, as it is replayed: nothing is held.
-3. A file out of order whose lines fit in ``sort_memory_bytes`` is sorted in memory.
-4. A larger one is cut into runs of at most ``sort_memory_bytes``, each sorted in memory and
-   written to a temporary folder, and the runs are merged as they are replayed (more than
-   :data:`MAX_RUNS_MERGED` runs are first merged in passes). This needs free disk about the size
-   of the file (``TMPDIR`` says where); the folder is removed on close.
+   whether each file is already in order (it usually is: one topic partition, or a time-sorted
+   export). Lines without a time, which go first, are kept aside in memory for this, so a few
+   malformed lines do not put a file out of order.
+3. If every file is in order, each is read again, line by line, as the replay goes, and the files
+   are merged: nothing is held.
+4. Otherwise, if the lines fit in ``sort_memory_bytes``, they are sorted in memory.
+5. Otherwise a file in order is read as in 3, and one out of order is cut into runs of at most
+   ``sort_memory_bytes``, each sorted in memory and written to a temporary folder. This needs
+   free disk about the size of those files, uncompressed (``TMPDIR`` says where); the folder is
+   removed on close.
+6. The files and runs are merged as the replay goes; more than :data:`MAX_RUNS_MERGED` of them
+   are first merged in passes, a group of consecutive ones at a time.
 
-The order is always the one a stable sort of the whole file gives: by time, and in file order
-among equal times (the merge takes earlier runs first on equal times). A line without a readable
-time has time -1, so it comes first. Blank lines are skipped.
+The order is always the one a stable sort of the files' lines, one file after the other, gives:
+by time, and in file order among equal times (a merge takes the earlier file or run first on
+equal times). A line without a readable time has time -1, so it comes first. Blank lines are
+skipped.
 """
 
 from __future__ import annotations
@@ -25,12 +33,16 @@ import heapq
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
+
+from driftline.line_files import is_compressed, nonblank_lines
 
 __all__ = [
     "LineCursor",
@@ -47,12 +59,12 @@ TimedLine = tuple[int, bytes]
 _LINE_OVERHEAD_BYTES = 100
 """What a line costs in memory beyond its bytes while a run is sorted (objects, list, index)."""
 
-_SMALL_FILE_SHARE = 4
-"""A file of at most this share of the sort memory is read into memory without a scan (its
-lines, of 33 bytes or more, cost at most the sort memory)."""
+_SMALL_INPUT_SHARE = 4
+"""Plain files of at most this share of the sort memory in all are read into memory without a
+scan (their lines, of 33 bytes or more, cost at most the sort memory)."""
 
 MAX_RUNS_MERGED = 128
-"""Runs merged at once (each holds a file open); more runs are first merged in passes."""
+"""Files and runs merged at once (each is an open file); more are first merged in passes."""
 
 _RECORD_HEADER = struct.Struct("<qI")  # time (ms), length of the line
 _RUN_BUFFER_BYTES = 64 * 1024
@@ -93,26 +105,19 @@ class TimeOrderedLines:
 
     @staticmethod
     def open(
-        path: Path,
+        paths: Sequence[Path],
         time_of: TimeOf,
         *,
         sort_memory_bytes: int,
     ) -> AbstractContextManager[TimeOrderedLines]:
-        """The lines of the file at ``path`` (see the module docstring for how it is ordered).
+        """The lines of the files at ``paths``, together (see the module docstring for how).
 
         Use as a context manager: leaving it removes any sorted runs written to disk.
-        Raises :class:`OSError` when the file cannot be read or the runs cannot be written.
+        Raises :class:`OSError` when a file cannot be read or the runs cannot be written.
         """
         if sort_memory_bytes < 1:
             raise ValueError(f"sort_memory_bytes must be at least 1, got {sort_memory_bytes!r}")
-        return _open(path, time_of, sort_memory_bytes)
-
-
-def _nonblank_lines(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as file:
-        for line in file:
-            if line.strip():
-                yield line
+        return _open(paths, time_of, sort_memory_bytes)
 
 
 @dataclass
@@ -121,47 +126,103 @@ class _Scan:
     first_ms: int | None = None
     last_ms: int | None = None
     in_order: bool = True
+    """Whether the lines with a time are in order: the others, held in ``untimed``, go first."""
     memory_bytes: int = 0
+    untimed: list[bytes] = field(default_factory=list)
+    untimed_bytes: int = 0
 
 
-def _scan(path: Path, time_of: TimeOf) -> _Scan:
+def _scan(path: Path, time_of: TimeOf, untimed_budget_bytes: int) -> _Scan:
+    """One pass over a file; its lines without a time are held while they cost at most
+    ``untimed_budget_bytes`` (a malformed line or two must not send a file to be sorted)."""
     scan = _Scan()
-    previous = -1
-    for line in _nonblank_lines(path):
+    for line in nonblank_lines(path):
         time_ms = time_of(line)
         scan.count += 1
-        scan.memory_bytes += len(line) + _LINE_OVERHEAD_BYTES
-        if time_ms < previous:
+        line_bytes = len(line) + _LINE_OVERHEAD_BYTES
+        scan.memory_bytes += line_bytes
+        if time_ms < 0:
+            if scan.in_order:
+                scan.untimed.append(line)
+                scan.untimed_bytes += line_bytes
+                scan.in_order = scan.untimed_bytes <= untimed_budget_bytes
+            continue
+        if scan.last_ms is not None and time_ms < scan.last_ms:
             scan.in_order = False
-        previous = max(previous, time_ms)
-        if time_ms >= 0:
-            scan.first_ms = time_ms if scan.first_ms is None else min(scan.first_ms, time_ms)
-            scan.last_ms = time_ms if scan.last_ms is None else max(scan.last_ms, time_ms)
+        scan.first_ms = time_ms if scan.first_ms is None else min(scan.first_ms, time_ms)
+        scan.last_ms = time_ms if scan.last_ms is None else max(scan.last_ms, time_ms)
+    if not scan.in_order:  # the file is sorted whole: nothing to hold aside
+        scan.untimed, scan.untimed_bytes = [], 0
     return scan
 
 
+@dataclass(frozen=True)
+class _Source:
+    """Lines in time order to merge: an input file in order, or a sorted run on disk."""
+
+    read: Callable[[], Iterator[TimedLine]]
+    run_path: Path | None = None
+    """The run's file, removed once merged into a bigger run; None for an input file."""
+
+
+def _read_timed(path: Path, time_of: TimeOf) -> Iterator[TimedLine]:
+    return ((time_of(line), line) for line in nonblank_lines(path))
+
+
+def _read_in_order(path: Path, time_of: TimeOf, untimed: list[bytes]) -> Iterator[TimedLine]:
+    """A file whose lines with a time are in order: the lines without one, held since the scan,
+    come first (their time, -1, is the lowest)."""
+    timed = _read_timed(path, time_of)
+    if not untimed:
+        return timed
+    return chain(((-1, line) for line in untimed), (item for item in timed if item[0] >= 0))
+
+
 @contextmanager
-def _open(path: Path, time_of: TimeOf, sort_memory_bytes: int) -> Iterator[TimeOrderedLines]:
-    if path.stat().st_size <= sort_memory_bytes // _SMALL_FILE_SHARE:
-        yield TimeOrderedLines.from_lines(list(_nonblank_lines(path)), time_of)
+def _open(
+    paths: Sequence[Path], time_of: TimeOf, sort_memory_bytes: int
+) -> Iterator[TimeOrderedLines]:
+    small = sort_memory_bytes // _SMALL_INPUT_SHARE
+    if not any(map(is_compressed, paths)) and sum(p.stat().st_size for p in paths) <= small:
+        yield TimeOrderedLines.from_lines(_all_lines(paths), time_of)
         return
-    scan = _scan(path, time_of)
+    scans: list[_Scan] = []
+    for path in paths:
+        # The lines held aside, of all files together, cost at most the sort memory.
+        held_bytes = sum(scan.untimed_bytes for scan in scans)
+        scans.append(_scan(path, time_of, sort_memory_bytes - held_bytes))
+    firsts = [scan.first_ms for scan in scans if scan.first_ms is not None]
+    lasts = [scan.last_ms for scan in scans if scan.last_ms is not None]
+    count = sum(scan.count for scan in scans)
+    first_ms, last_ms = min(firsts, default=None), max(lasts, default=None)
+    all_in_order = all(scan.in_order for scan in scans)
+    if not all_in_order and sum(scan.memory_bytes for scan in scans) <= sort_memory_bytes:
+        yield TimeOrderedLines.from_lines(_all_lines(paths), time_of)
+        return
+    # No folder at all when nothing goes to disk (files in order, few enough to merge at once).
+    needs_disk = not all_in_order or len(paths) > MAX_RUNS_MERGED
+    spill = tempfile.TemporaryDirectory(prefix="driftline-sort-") if needs_disk else nullcontext("")
+    with spill as folder_name:
+        folder = Path(folder_name)
+        sources: list[_Source] = []
+        for number, (path, scan) in enumerate(zip(paths, scans, strict=True)):
+            if scan.in_order:
+                sources.append(_Source(partial(_read_in_order, path, time_of, scan.untimed)))
+            else:
+                lines = _read_timed(path, time_of)
+                runs = _write_sorted_runs(lines, folder, f"run-{number:06d}", sort_memory_bytes)
+                sources += [_Source(partial(_read_run, run), run) for run in runs]
+        if len(sources) > MAX_RUNS_MERGED:
+            sources = _merge_in_passes(sources, folder)
+        yield TimeOrderedLines(count, first_ms, last_ms, lambda: _merge(sources))
 
-    def read() -> Iterator[TimedLine]:
-        return ((time_of(line), line) for line in _nonblank_lines(path))
 
-    if scan.in_order:
-        yield TimeOrderedLines(scan.count, scan.first_ms, scan.last_ms, read)
-    elif scan.memory_bytes <= sort_memory_bytes:
-        yield TimeOrderedLines.from_lines(list(_nonblank_lines(path)), time_of)
-    else:
-        with tempfile.TemporaryDirectory(prefix="driftline-sort-") as folder:
-            runs = _write_sorted_runs(read(), Path(folder), sort_memory_bytes)
-            yield TimeOrderedLines(scan.count, scan.first_ms, scan.last_ms, lambda: _merge(runs))
+def _all_lines(paths: Sequence[Path]) -> list[bytes]:
+    return [line for path in paths for line in nonblank_lines(path)]
 
 
 def _write_sorted_runs(
-    lines: Iterator[TimedLine], folder: Path, sort_memory_bytes: int
+    lines: Iterator[TimedLine], folder: Path, prefix: str, sort_memory_bytes: int
 ) -> list[Path]:
     runs: list[Path] = []
     run: list[TimedLine] = []
@@ -170,23 +231,28 @@ def _write_sorted_runs(
         run.append(item)
         run_bytes += len(item[1]) + _LINE_OVERHEAD_BYTES
         if run_bytes >= sort_memory_bytes:
-            runs.append(_write_run(run, folder / f"run-{len(runs):06d}"))
+            runs.append(_write_run(run, folder / f"{prefix}-{len(runs):06d}"))
             run, run_bytes = [], 0
     if run:
-        runs.append(_write_run(run, folder / f"run-{len(runs):06d}"))
-    merge_pass = 0
-    while len(runs) > MAX_RUNS_MERGED:
-        # Consecutive runs merge into one, so the runs still follow file order: stable.
-        merge_pass += 1
-        merged: list[Path] = []
-        for first in range(0, len(runs), MAX_RUNS_MERGED):
-            group = runs[first : first + MAX_RUNS_MERGED]
-            path = folder / f"merged-{merge_pass}-{len(merged):06d}"
-            merged.append(_write_records(_merge(group), path))
-            for done in group:
-                done.unlink()
-        runs = merged
+        runs.append(_write_run(run, folder / f"{prefix}-{len(runs):06d}"))
     return runs
+
+
+def _merge_in_passes(sources: list[_Source], folder: Path) -> list[_Source]:
+    merge_pass = 0
+    while len(sources) > MAX_RUNS_MERGED:
+        # Consecutive sources merge into one, so they still follow file order: stable.
+        merge_pass += 1
+        merged: list[_Source] = []
+        for first in range(0, len(sources), MAX_RUNS_MERGED):
+            group = sources[first : first + MAX_RUNS_MERGED]
+            path = folder / f"merged-{merge_pass}-{len(merged):06d}"
+            merged.append(_Source(partial(_read_run, _write_records(_merge(group), path)), path))
+            for done in group:
+                if done.run_path is not None:
+                    done.run_path.unlink()
+        sources = merged
+    return sources
 
 
 def _write_run(run: list[TimedLine], path: Path) -> Path:
@@ -210,9 +276,11 @@ def _read_run(path: Path) -> Iterator[TimedLine]:
             yield time_ms, file.read(length)
 
 
-def _merge(runs: list[Path]) -> Iterator[TimedLine]:
-    # heapq.merge breaks ties by the position of the run, and runs follow file order: stable.
-    return heapq.merge(*(_read_run(path) for path in runs), key=itemgetter(0))
+def _merge(sources: Sequence[_Source]) -> Iterator[TimedLine]:
+    # heapq.merge takes the earlier source first on equal times, and sources follow file order.
+    if len(sources) == 1:
+        return sources[0].read()
+    return heapq.merge(*(source.read() for source in sources), key=itemgetter(0))
 
 
 class LineCursor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Callable
@@ -65,6 +66,31 @@ def test_baseline_commands_round_trip_through_redis(
     reference = Reference.from_json(built.read_bytes())
     assert reference.version == "v41" and reference.events == 5_000
     assert reference.feature_names == ("f0", "f1", "f2")
+    # The same events in two files, the second gzip-compressed, build the same reference.
+    content = events.read_bytes()
+    half = content.index(b"\n", len(content) // 2) + 1
+    (tmp_path / "first.jsonl").write_bytes(content[:half])
+    (tmp_path / "second.jsonl.gz").write_bytes(gzip.compress(content[half:]))
+    two_files = [str(tmp_path / "first.jsonl"), str(tmp_path / "second.jsonl.gz")]
+    rebuilt = tmp_path / "rebuilt.json"
+    run(
+        "baseline",
+        "build",
+        "--model",
+        "fraud",
+        "--version",
+        "v41",
+        "--output",
+        str(rebuilt),
+        *two_files,
+    )
+    again = Reference.from_json(rebuilt.read_bytes())
+    assert (again.features, again.prediction, again.confidence, again.events) == (
+        reference.features,
+        reference.prediction,
+        reference.confidence,
+        reference.events,
+    )
     assert redis_client.hget(keys.reference("fraud"), "id") == reference.reference_id
     assert store.load("fraud") == reference
     assert run("baseline", "export", "--config", str(config_path), "--model", "fraud").strip() == (

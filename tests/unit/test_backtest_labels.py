@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from pathlib import Path
@@ -75,6 +76,17 @@ def test_backtest_labels_prints_quality_crossings(
     outputs = [CliRunner().invoke(main, arguments) for _ in range(2)]
     # The labels file (shuffled, about 3 MB with what sorting costs) sorted in runs on disk:
     outputs.append(CliRunner().invoke(main, [*arguments, "--sort-memory-mb", "1"]))
+    # The same labels in two files, the second gzip-compressed: replayed together.
+    half = len(labels) // 2
+    (tmp_path / "labels-1.jsonl").write_bytes(b"\n".join(labels[:half]) + b"\n")
+    (tmp_path / "labels-2.jsonl.gz").write_bytes(gzip.compress(b"\n".join(labels[half:])))
+    two_files = [
+        "--labels",
+        str(tmp_path / "labels-1.jsonl"),
+        "--labels",
+        str(tmp_path / "labels-2.jsonl.gz"),
+    ]
+    outputs.append(CliRunner().invoke(main, [*arguments[:3], *two_files, arguments[-1]]))
     assert all(result.exit_code == 0 for result in outputs), outputs[0].output
     assert len(sorted_runs_written) > 1
     lines = [json.loads(line) for line in outputs[0].stdout.splitlines()]
@@ -87,6 +99,7 @@ def test_backtest_labels_prints_quality_crossings(
     assert first["value"] < 0.8 and first["class"] == "fraud" and first["below"] == 0.8
     assert outputs[0].stdout == outputs[1].stdout, "the same input must give the same output"
     assert outputs[0].stdout == outputs[2].stdout, "sorting on disk must not change the output"
+    assert outputs[0].stdout == outputs[3].stdout, "nor splitting the labels into two files"
 
 
 def test_regression_labels_give_exact_mae_and_rmse() -> None:

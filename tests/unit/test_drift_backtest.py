@@ -8,6 +8,7 @@ evaluator, as ``driftline consume`` + ``driftline evaluate`` run them, with the 
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 import tempfile
@@ -276,23 +277,35 @@ def test_backtest_command_output_is_byte_identical_and_independent_of_file_order
     reference_path.write_text(reference.to_json(), encoding="utf-8")
     shuffled = list(lines)
     random.Random(64).shuffle(shuffled)
+    # Three partitions' files, each in order, gzip-compressed: merged as they are read.
+    partitions = []
+    for number in range(3):
+        partition = tmp_path / f"partition-{number}.jsonl.gz"
+        partition.write_bytes(gzip.compress(b"".join(line + b"\n" for line in lines[number::3])))
+        partitions.append(str(partition))
     runner = CliRunner()
     outputs = []
     for name, content, sort_memory_mb in (
-        ("a", lines, 256),
-        ("b", lines, 256),
-        ("c", shuffled, 256),  # sorted in memory
-        ("d", shuffled, 1),  # about 10 MB: sorted in runs on disk, then merged
+        ("a.jsonl", lines, 256),
+        ("b.jsonl", lines, 256),
+        ("c.jsonl", shuffled, 256),  # sorted in memory
+        ("d.jsonl", shuffled, 1),  # about 10 MB: sorted in runs on disk, then merged
+        ("partitions", [], 1),
     ):
-        events = _write(tmp_path / f"{name}.jsonl", content)
+        files = partitions if name == "partitions" else [str(_write(tmp_path / name, content))]
         sort_memory = ["--sort-memory-mb", str(sort_memory_mb)]
+        runs_before = len(sorted_runs_written)
         result = runner.invoke(
-            main, ["backtest", "--reference", str(reference_path), *sort_memory, str(events)]
+            main, ["backtest", "--reference", str(reference_path), *sort_memory, *files]
         )
         assert result.exit_code == 0, result.output
         outputs.append(result.stdout_bytes)
-    assert outputs[0] == outputs[1] == outputs[2] == outputs[3]
-    assert len(sorted_runs_written) > 5, "the last file must have been sorted on disk"
+        runs = len(sorted_runs_written) - runs_before
+        if name == "d.jsonl":
+            assert runs > 5, "the shuffled file must have been sorted on disk"
+        if name == "partitions":
+            assert runs == 0, "files in order are merged as they are read, not sorted"
+    assert outputs[0] == outputs[1] == outputs[2] == outputs[3] == outputs[4]
 
     records = [json.loads(line) for line in outputs[0].decode().splitlines()]
     transitions, summary = records[:-1], records[-1]
@@ -349,5 +362,20 @@ def test_backtest_command_says_when_it_cannot_sort_a_file(
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "no-such-folder"))
     result = CliRunner().invoke(main, ["backtest", "--sort-memory-mb", "1", str(events)])
     assert result.exit_code == 1
-    assert f"{events}: cannot read or sort: No such file or directory" in result.output
+    # The error names the folder the runs could not be written to.
+    assert f"{tmp_path / 'no-such-folder'}/driftline-sort-" in result.output
+    assert ": cannot read or sort: No such file or directory" in result.output
+    assert '"kind"' not in result.output, "nothing is replayed"
+
+
+def test_backtest_command_names_a_damaged_compressed_file(tmp_path: Path) -> None:
+    lines = normal_stream(5_000, start_ms=START_MS, rate_per_s=50, seed=83, features=5)
+    whole = _write(tmp_path / "whole.jsonl", lines[:2_500])
+    truncated = tmp_path / "truncated.jsonl.gz"
+    truncated.write_bytes(gzip.compress(b"".join(line + b"\n" for line in lines[2_500:]))[:-100])
+    result = CliRunner().invoke(main, ["backtest", str(whole), str(truncated)])
+    assert result.exit_code == 1
+    assert f"{truncated}: cannot read or sort: damaged gzip data (Compressed file ended" in (
+        result.output
+    )
     assert '"kind"' not in result.output, "nothing is replayed"

@@ -1,11 +1,14 @@
-"""TimeOrderedLines: a JSON-lines file in the order of a stable sort by time, in bounded memory.
+"""TimeOrderedLines: JSON-lines files in the order of a stable sort by time, in bounded memory.
 
-Every way of reading a file (already in order, sorted in memory, sorted in runs on disk) must
-give exactly the order Python's stable ``sorted`` gives on the whole file held in memory.
+Every way of reading files (already in order, sorted in memory, sorted in runs on disk, several
+merged, plain or gzip) must give exactly the order Python's stable ``sorted`` gives on all their
+lines held in memory, one file after the other.
 """
 
 from __future__ import annotations
 
+import errno
+import gzip
 import math
 import random
 import tempfile
@@ -15,6 +18,7 @@ import pytest
 
 from driftline import time_ordered_lines
 from driftline.backtest import event_time
+from driftline.line_files import nonblank_lines
 from driftline.time_ordered_lines import LineCursor, TimedLine, TimeOrderedLines
 
 
@@ -72,7 +76,7 @@ def test_out_of_order_file_is_read_in_stable_time_order(
     expected = _stable_sorted(lines)
     timed = [time_ms for time_ms, _ in expected if time_ms >= 0]
 
-    with TimeOrderedLines.open(path, event_time, sort_memory_bytes=sort_memory_bytes) as ordered:
+    with TimeOrderedLines.open([path], event_time, sort_memory_bytes=sort_memory_bytes) as ordered:
         runs = len(sorted_runs_written)
         # A run closes once its lines cost sort_memory_bytes (a line costs 100 bytes extra).
         costs = [len(line) + 100 for _, line in expected]
@@ -104,35 +108,153 @@ def test_a_file_out_of_order_that_fits_the_sort_memory_is_sorted_there(
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(lines))
     size = path.stat().st_size
-    with TimeOrderedLines.open(path, event_time, sort_memory_bytes=2 * size) as ordered:
+    with TimeOrderedLines.open([path], event_time, sort_memory_bytes=2 * size) as ordered:
         assert _sort_folders(temporary_root) == []
         assert list(ordered) == _stable_sorted(lines)
 
 
-def test_file_in_order_is_streamed_without_copies(tmp_path: Path, temporary_root: Path) -> None:
-    lines = [b"garbage\n"] + [b'{"ts": %d}\n' % (index // 3) for index in range(3_000)]
+def test_file_in_order_is_streamed_without_copies(
+    tmp_path: Path, temporary_root: Path, sorted_runs_written: list[Path]
+) -> None:
+    lines = [b'{"ts": %d}\n' % (index // 3) for index in range(3_000)]
+    # Lines without a time (first, in the middle, last) are held aside, not a reason to sort.
+    lines[0:0], lines[1_500:1_500], lines[-1:-1] = [b"garbage 1\n"], [b"garbage 2\n"], [b"{}\n"]
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(lines))
-    with TimeOrderedLines.open(path, event_time, sort_memory_bytes=1) as ordered:
-        assert list(ordered) == [(event_time(line), line) for line in lines]
+    # 1,000 bytes: far less than the file, enough for its three lines without a time.
+    with TimeOrderedLines.open([path], event_time, sort_memory_bytes=1_000) as ordered:
+        assert list(ordered) == _stable_sorted(lines)
         assert _sort_folders(temporary_root) == []
-    assert (ordered.count, ordered.first_ms, ordered.last_ms) == (3_001, 0, 999)
+    assert (ordered.count, ordered.first_ms, ordered.last_ms) == (3_003, 0, 999)
+    assert sorted_runs_written == []
+
+    # With too little memory to hold those three lines aside, the file is sorted on disk.
+    with TimeOrderedLines.open([path], event_time, sort_memory_bytes=200) as ordered:
+        assert list(ordered) == _stable_sorted(lines)
+    assert len(sorted_runs_written) > 1
+
+
+def test_lines_without_a_time_are_held_aside_within_one_budget_for_all_files(
+    tmp_path: Path, sorted_runs_written: list[Path]
+) -> None:
+    # Each file: 4 lines without a time (4 x 110 bytes held aside), then 300 lines in order.
+    paths, everything = [], []
+    for number in range(2):
+        content = [b"garbage %d\n" % index for index in range(4)]
+        content += [b'{"ts": %d, "file": %d}\n' % (index, number) for index in range(300)]
+        path = tmp_path / f"part-{number}.jsonl"
+        path.write_bytes(b"".join(content))
+        paths.append(path)
+        everything += content
+    # 700 bytes hold the first file's four lines, not the second's as well.
+    with TimeOrderedLines.open(paths, event_time, sort_memory_bytes=700) as ordered:
+        assert list(ordered) == _stable_sorted(everything)
+    assert sorted_runs_written, "the second file was sorted"
+    assert {path.name.split("-")[1] for path in sorted_runs_written} == {"000001"}
+
+
+def _gzip(path: Path) -> Path:
+    compressed = path.with_name(path.name + ".gz")
+    # Two gzip members, as appending to a compressed export makes: both are read.
+    content = path.read_bytes()
+    half = len(content) // 2
+    compressed.write_bytes(gzip.compress(content[:half]) + gzip.compress(content[half:]))
+    path.unlink()
+    return compressed
+
+
+@pytest.mark.parametrize(
+    ("sort_memory_bytes", "max_runs_merged"),
+    [(10**9, 128), (100_000, 128), (1_000, 3)],
+    ids=["sorted-in-memory", "runs", "merged-in-passes"],
+)
+def test_several_files_are_read_in_the_stable_order_of_their_concatenation(
+    tmp_path: Path,
+    temporary_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    sort_memory_bytes: int,
+    max_runs_merged: int,
+) -> None:
+    monkeypatch.setattr(time_ordered_lines, "MAX_RUNS_MERGED", max_runs_merged)
+    shuffled = [_lines(1_000, seed) for seed in (5, 6)]
+    in_order = [_stable_sorted(_lines(1_000, seed)) for seed in (7, 8)]
+    contents = [
+        shuffled[0],
+        [line for _, line in in_order[0]],
+        shuffled[1],
+        [line for _, line in in_order[1]],
+    ]
+    paths = []
+    for number, content in enumerate(contents):
+        path = tmp_path / f"part-{number}.jsonl"
+        path.write_bytes(b"".join(content))
+        paths.append(_gzip(path) if number >= 2 else path)
+    everything = [line for content in contents for line in content]
+
+    with TimeOrderedLines.open(paths, event_time, sort_memory_bytes=sort_memory_bytes) as ordered:
+        assert list(ordered) == _stable_sorted(everything)
+        assert list(ordered) == _stable_sorted(everything), "a second pass reads the same"
+        timed = [time_ms for time_ms, _ in _stable_sorted(everything) if time_ms >= 0]
+        assert (ordered.count, ordered.first_ms, ordered.last_ms) == (
+            len(_stable_sorted(everything)),
+            min(timed),
+            max(timed),
+        )
+    assert _sort_folders(temporary_root) == [], "the runs are removed on close"
+
+
+def test_many_files_in_order_are_merged_in_passes_without_sorting(
+    tmp_path: Path,
+    temporary_root: Path,
+    sorted_runs_written: list[Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time_ordered_lines, "MAX_RUNS_MERGED", 3)
+    paths, everything = [], []
+    for partition in range(8):
+        # Partition p holds every 8th event; times repeat across partitions.
+        content = [b'{"ts": %d, "p": %d}\n' % (index // 16, partition) for index in range(400)]
+        path = tmp_path / f"partition-{partition}.jsonl"
+        path.write_bytes(b"".join(content))
+        paths.append(path)
+        everything += content
+    with TimeOrderedLines.open(paths, event_time, sort_memory_bytes=1_000) as ordered:
+        assert len(_sort_folders(temporary_root)) == 1, "merged in passes through the disk"
+        assert list(ordered) == _stable_sorted(everything)
+    assert sorted_runs_written == [], "nothing was sorted"
+    assert _sort_folders(temporary_root) == []
+    assert [path.exists() for path in paths] == [True] * 8, "the inputs are left alone"
+
+
+def test_a_damaged_compressed_file_is_an_os_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl.gz"
+    path.write_bytes(gzip.compress(b"".join(_lines(2_000, 9)))[:-50])
+    with pytest.raises(OSError, match="damaged gzip data") as raised:
+        list(nonblank_lines(path))
+    assert raised.value.errno == errno.EIO and raised.value.filename == str(path)
+    path.write_bytes(b"\x1f\x8b" + b"not deflate data" * 100)
+    with (
+        pytest.raises(OSError, match="damaged gzip data") as raised,
+        TimeOrderedLines.open([path], event_time, sort_memory_bytes=1),
+    ):
+        pytest.fail("opening reads every line once, so a damaged file fails before a replay")
+    assert raised.value.filename == str(path)
 
 
 def test_a_file_with_no_times_and_an_empty_file(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"x\n\ny\n")
-    with TimeOrderedLines.open(path, event_time, sort_memory_bytes=1) as ordered:
+    with TimeOrderedLines.open([path], event_time, sort_memory_bytes=1) as ordered:
         assert list(ordered) == [(-1, b"x\n"), (-1, b"y\n")]
         assert (ordered.count, ordered.first_ms, ordered.last_ms) == (2, None, None)
     path.write_bytes(b"")
-    with TimeOrderedLines.open(path, event_time, sort_memory_bytes=1) as ordered:
+    with TimeOrderedLines.open([path], event_time, sort_memory_bytes=1) as ordered:
         assert list(ordered) == [] and len(ordered) == 0
 
 
 def test_sort_memory_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="sort_memory_bytes must be at least 1, got 0"):
-        TimeOrderedLines.open(tmp_path / "events.jsonl", event_time, sort_memory_bytes=0)
+        TimeOrderedLines.open([tmp_path / "events.jsonl"], event_time, sort_memory_bytes=0)
 
 
 def test_cursor_takes_the_lines_before_a_time_in_batches() -> None:

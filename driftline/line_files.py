@@ -1,0 +1,46 @@
+"""Reading JSON-lines files, plain or gzip-compressed: recorded traffic for backtest and baseline.
+
+Recorded traffic is usually exported compressed (an object-store sink writes ``.json.gz``), so a
+file that starts with gzip's magic bytes is read as gzip, whatever its name. A damaged or
+truncated compressed file is an :class:`OSError`, as an unreadable plain file is, so callers
+handle both in one place.
+"""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import io
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["is_compressed", "nonblank_lines"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+# GzipFile hands lines out of a small buffer; a larger one halves the cost of a line.
+_READ_BUFFER_BYTES = 1024 * 1024
+
+
+def is_compressed(path: Path) -> bool:
+    """Whether the file at ``path`` is gzip-compressed (its size then says little of its lines)."""
+    with path.open("rb") as file:
+        return file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+
+
+def nonblank_lines(path: Path) -> Iterator[bytes]:
+    """The file's lines, with their line ends, skipping blank ones; gzip is decompressed."""
+    compressed = is_compressed(path)
+    with path.open("rb") as raw:
+        file = (
+            io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=_READ_BUFFER_BYTES)
+            if compressed
+            else raw
+        )
+        try:
+            for line in file:
+                if line.strip():
+                    yield line
+        except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+            # EOFError is how gzip says "truncated"; neither it nor zlib.error is an OSError.
+            raise OSError(errno.EIO, f"damaged gzip data ({error})", str(path)) from error
