@@ -3,8 +3,8 @@
 Writes ``--events`` seeded events (20 numeric features, ~610 bytes each, 1,000 events/s of event
 time) three times: once in event-time order; once as a dump of ``--partitions`` partitions
 interleaved a thousand lines at a time, the way a multi-partition topic dump comes out (out of
-order by up to a second or two); and once as a gzip file per partition. Builds a reference from the first 100,000 events, then runs
-``driftline backtest``, each run in its own process:
+order by up to a second or two); and once as a gzip file per partition. Builds a reference from
+the first 100,000 events, then runs ``driftline backtest``, each run in its own process:
 
 - ``in_memory``: the ordered file with a sort memory large enough to hold it (the whole file is
   read into memory and sorted there, as every file was before files could be streamed);
