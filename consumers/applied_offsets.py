@@ -2,7 +2,9 @@
 
 The events writer (``consumers.window_writer``) and the labels writer (``consumers.label_writer``)
 each keep one, in their own checkpoint space. Events at or below a known offset are dropped
-before any work is done on them (a replay after a crash or a rebalance). The store, not this
+before any work is done on them (a replay after a crash or a rebalance); refused messages are
+counted through it too (:meth:`AppliedOffsets.count_refused`), so a replay never counts one
+twice. The store, not this
 cache, has the last word: an update it refuses (:class:`~detectors.window_store.Conflict`)
 teaches the cache the store's checkpoints, and one whose checkpoints went backwards
 (:class:`~detectors.window_store.StateLost`) means the store lost its state.
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, TypeVar
 
 import numpy as np
@@ -21,7 +23,7 @@ import numpy.typing as npt
 
 from consumers.exceptions import StoreStateLost
 from detectors.window_store import ApplyResult, Conflict, StateLost, WindowStore
-from detectors.window_update import BoolArray, IntArray, WindowUpdate
+from detectors.window_update import BoolArray, IntArray, WindowUpdate, partition_ranges
 
 __all__ = ["AppliedOffsets"]
 
@@ -75,6 +77,28 @@ class AppliedOffsets:
         """The items (refused messages, one by one) the store has not counted yet."""
         known = self.known(model, {item.partition for item in items})
         return [item for item in items if item.offset > known[item.partition]]
+
+    def count_refused(
+        self, model: str, items: Sequence[PositionedT], field_of: Callable[[PositionedT], str]
+    ) -> None:
+        """Count refused messages in ``model``'s totals, one per ``field_of(item)``, exactly once:
+        a replay finds its earlier ones counted, and a conflict re-filters and tries again."""
+        pending = self.unapplied(model, items)
+        while pending:
+            update = WindowUpdate(
+                model=model,
+                ranges=partition_ranges(
+                    np.asarray([item.partition for item in pending], dtype=np.int32),
+                    np.asarray([item.offset for item in pending], dtype=np.int64),
+                ),
+                buckets={},
+                totals=dict(Counter(map(field_of, pending))),
+                newest_event_ms=0,
+                checkpoint_space=self.space,
+            )
+            if self.record(update, self.store.apply(self.tell(update))):
+                return
+            pending = self.unapplied(model, pending)
 
     def tell(self, update: WindowUpdate) -> WindowUpdate:
         """Give the update what is known to be applied, so the store can detect lost state."""

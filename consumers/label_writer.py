@@ -14,18 +14,15 @@ store, not this cache, decides, so nothing is counted twice.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from consumers.applied_offsets import AppliedOffsets
 from consumers.label_batching import RefusedLabel
 from consumers.window_writer import INVALID_EVENTS_MODEL
 from detectors.label_update import LABELS_CHECKPOINT_SPACE, LabelBatch, build_label_update
 from detectors.window_store import ApplyResult, Conflict, WindowStore
-from detectors.window_update import WindowUpdate, partition_ranges
+from detectors.window_update import WindowUpdate
 from driftline.config import Config
 
 __all__ = ["REFUSED_LABELS_FIELD", "LabelWriter", "RefusedLabelAt"]
@@ -57,25 +54,9 @@ class LabelWriter:
 
     def write_refused(self, refused: Sequence[RefusedLabelAt]) -> None:
         """Count labels of no model by reason, exactly once."""
-        pending = self.unapplied_refused(refused)
-        while pending:
-            totals: dict[str, int] = defaultdict(int)
-            for item in pending:
-                totals[REFUSED_LABELS_FIELD + item.refused.reason] += 1
-            update = WindowUpdate(
-                model=INVALID_EVENTS_MODEL,
-                ranges=partition_ranges(
-                    np.asarray([item.partition for item in pending], dtype=np.int32),
-                    np.asarray([item.offset for item in pending], dtype=np.int64),
-                ),
-                buckets={},
-                totals=dict(totals),
-                newest_event_ms=0,
-                checkpoint_space=LABELS_CHECKPOINT_SPACE,
-            )
-            if self.applied.record(update, self.store.apply(self.applied.tell(update))):
-                return
-            pending = self.unapplied_refused(pending)
+        self.applied.count_refused(
+            INVALID_EVENTS_MODEL, refused, lambda item: REFUSED_LABELS_FIELD + item.refused.reason
+        )
 
     def write_all(self, batches: Iterable[LabelBatch], now_ms: int) -> int:
         """Apply several models' labels in one store round trip; returns labels applied.

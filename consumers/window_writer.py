@@ -10,11 +10,8 @@ twice and nothing is skipped, because a checkpoint only ever moves with the incr
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from consumers.applied_offsets import AppliedOffsets
 from consumers.batching import RefusedMessage
@@ -25,7 +22,6 @@ from detectors.window_update import (
     ModelBatch,
     WindowUpdate,
     build_window_update,
-    partition_ranges,
 )
 
 __all__ = ["INVALID_EVENTS_MODEL", "WindowWriter"]
@@ -101,24 +97,11 @@ class WindowWriter:
 
     def write_refused(self, refused: Sequence[RefusedAt]) -> None:
         """Count refused messages by reason (``bad_events|<reason>``), exactly once."""
-        pending = self.unapplied_refused(refused)
-        while pending:
-            totals: dict[str, int] = defaultdict(int)
-            for item in pending:
-                totals[BAD_EVENTS_FIELD + item.refused.invalid.reason] += 1
-            update = WindowUpdate(
-                model=INVALID_EVENTS_MODEL,
-                ranges=partition_ranges(
-                    np.asarray([item.partition for item in pending], dtype=np.int32),
-                    np.asarray([item.offset for item in pending], dtype=np.int64),
-                ),
-                buckets={},
-                totals=dict(totals),
-                newest_event_ms=0,
-            )
-            if self._apply(update):
-                return
-            pending = self.unapplied_refused(pending)
+        self.applied.count_refused(
+            INVALID_EVENTS_MODEL,
+            refused,
+            lambda item: BAD_EVENTS_FIELD + item.refused.invalid.reason,
+        )
 
     def _unapplied(self, batch: ModelBatch) -> ModelBatch:
         fresh = self.applied.fresh(batch.model, batch.partitions, batch.offsets)

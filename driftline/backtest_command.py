@@ -121,6 +121,13 @@ def backtest(
     models = [reference.model for reference in references]
     if len(set(models)) != len(models):
         raise click.UsageError(f"--reference: one reference per model, got models {models}")
+    for what, paths in (("EVENTS_PATHS", events_paths), ("--labels", labels_paths)):
+        # A file given twice (a glob and a name, say) would be replayed twice: counts doubled.
+        seen: set[Path] = set()
+        for path in paths:
+            if path.resolve() in seen:
+                raise click.UsageError(f"{what}: {path} is given twice")
+            seen.add(path.resolve())
 
     started = time.monotonic()
     out = click.get_text_stream("stdout")
@@ -152,8 +159,8 @@ def backtest(
             from rich.progress import Progress
 
             with Progress(console=Console(file=sys.stderr), transient=True) as bar:
-                names = ", ".join(path.name for path in events_paths)
-                task = bar.add_task(f"replaying {names}", total=events.count)
+                name = events_paths[0].name if len(events_paths) == 1 else "the files"
+                task = bar.add_task(f"replaying {name}", total=events.count)
                 summary = replay.replay(events, lambda done: bar.update(task, completed=done))
         else:
             summary = replay.replay(events)

@@ -352,6 +352,18 @@ def test_backtest_command_takes_labels_and_refuses_bad_references_clearly(tmp_pa
     assert result.exit_code == 1
     assert f"--reference {broken}: reference.features: expected a list" in result.output
 
+    # A file given twice would be replayed twice.
+    same = tmp_path / "alias.jsonl"
+    same.symlink_to(events)
+    result = runner.invoke(main, ["backtest", str(events), str(same)])
+    assert result.exit_code == 2
+    assert f"EVENTS_PATHS: {same} is given twice" in result.output
+    result = runner.invoke(
+        main, ["backtest", "--labels", str(labels), "--labels", str(labels), str(events)]
+    )
+    assert result.exit_code == 2
+    assert f"--labels: {labels} is given twice" in result.output
+
 
 def test_backtest_command_says_when_it_cannot_sort_a_file(
     tmp_path: Path, small_reference: Reference, monkeypatch: pytest.MonkeyPatch
