@@ -9,8 +9,8 @@ as one file or several (a file per day, or per topic partition), plain or gzip-c
    memory.
 2. Otherwise one pass reads every line's time: how many lines, the first and last time, and
    whether each file is already in order (it usually is: one topic partition, or a time-sorted
-   export). Lines without a time, which go first, are kept aside in memory for this, so a few
-   malformed lines do not put a file out of order.
+   export). Lines without a time go first: those found after a line with a time are kept aside
+   in memory, so a few malformed lines do not put a file out of order.
 3. If every file is in order, each is read again, line by line, as the replay goes, and the files
    are merged: nothing is held.
 4. Otherwise, if the lines fit in ``sort_memory_bytes``, they are sorted in memory.
@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
-from itertools import chain
 from operator import itemgetter
 from pathlib import Path
 
@@ -126,7 +125,8 @@ class _Scan:
     first_ms: int | None = None
     last_ms: int | None = None
     in_order: bool = True
-    """Whether the lines with a time are in order: the others, held in ``untimed``, go first."""
+    """Whether the lines with a time are in order (those without one go first: the ones after
+    the first line with a time are held in ``untimed``)."""
     memory_bytes: int = 0
     untimed: list[bytes] = field(default_factory=list)
     untimed_bytes: int = 0
@@ -142,7 +142,8 @@ def _scan(path: Path, time_of: TimeOf, untimed_budget_bytes: int) -> _Scan:
         line_bytes = len(line) + _LINE_OVERHEAD_BYTES
         scan.memory_bytes += line_bytes
         if time_ms < 0:
-            if scan.in_order:
+            # Before the first line with a time it is in place; after one, it is held aside.
+            if scan.last_ms is not None and scan.in_order:
                 scan.untimed.append(line)
                 scan.untimed_bytes += line_bytes
                 scan.in_order = scan.untimed_bytes <= untimed_budget_bytes
@@ -169,13 +170,24 @@ def _read_timed(path: Path, time_of: TimeOf) -> Iterator[TimedLine]:
     return ((time_of(line), line) for line in nonblank_lines(path))
 
 
-def _read_in_order(path: Path, time_of: TimeOf, untimed: list[bytes]) -> Iterator[TimedLine]:
-    """A file whose lines with a time are in order: the lines without one, held since the scan,
-    come first (their time, -1, is the lowest)."""
-    timed = _read_timed(path, time_of)
-    if not untimed:
-        return timed
-    return chain(((-1, line) for line in untimed), (item for item in timed if item[0] >= 0))
+def _read_in_order(path: Path, time_of: TimeOf, held: list[bytes]) -> Iterator[TimedLine]:
+    """A file whose lines with a time are in order. The lines without one that came after the
+    first line with one were held aside by the scan: they join those before it (time -1 is the
+    lowest), and are skipped where they stand."""
+    lines = _read_timed(path, time_of)
+    if not held:
+        return lines
+    return _with_held_lines(lines, held)
+
+
+def _with_held_lines(lines: Iterator[TimedLine], held: list[bytes]) -> Iterator[TimedLine]:
+    for item in lines:
+        if item[0] >= 0:
+            yield from ((-1, line) for line in held)
+            yield item
+            break
+        yield item
+    yield from (item for item in lines if item[0] >= 0)
 
 
 @contextmanager
