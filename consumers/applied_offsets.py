@@ -4,10 +4,10 @@ The events writer (``consumers.window_writer``) and the labels writer (``consume
 each keep one, in their own checkpoint space. Events at or below a known offset are dropped
 before any work is done on them (a replay after a crash or a rebalance); refused messages are
 counted through it too (:meth:`AppliedOffsets.count_refused`), so a replay never counts one
-twice. The store, not this
-cache, has the last word: an update it refuses (:class:`~detectors.window_store.Conflict`)
-teaches the cache the store's checkpoints, and one whose checkpoints went backwards
-(:class:`~detectors.window_store.StateLost`) means the store lost its state.
+twice. The store, not this cache, has the last word: an update it refuses
+(:class:`~detectors.window_store.Conflict`) teaches the cache the store's checkpoints, and one
+whose checkpoints went backwards (:class:`~detectors.window_store.StateLost`) means the store
+lost its state.
 """
 
 from __future__ import annotations
