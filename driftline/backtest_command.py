@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import click
 
+from driftline.cli_options import each_file_once, event_files_argument
+
 if TYPE_CHECKING:
     from driftline.time_ordered_lines import TimeOf, TimeOrderedLines
 
@@ -46,6 +48,7 @@ SORT_MEMORY_MB = 256
     "labels_paths",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     multiple=True,
+    callback=each_file_once,
     help="Labels JSONL (label-event schema), replayed at label time and joined with the "
     'events; prints a {"kind": "quality"} line when a quality.thresholds line is crossed.',
 )
@@ -77,12 +80,7 @@ SORT_MEMORY_MB = 256
     default=None,
     help=f"Progress bar on stderr (default: for files of {PROGRESS_MIN_LINES:,}+ lines).",
 )
-@click.argument(
-    "events_paths",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-)
+@event_files_argument
 def backtest(
     config_path: Path | None,
     reference_paths: tuple[Path, ...],
@@ -121,13 +119,6 @@ def backtest(
     models = [reference.model for reference in references]
     if len(set(models)) != len(models):
         raise click.UsageError(f"--reference: one reference per model, got models {models}")
-    for what, paths in (("EVENTS_PATHS", events_paths), ("--labels", labels_paths)):
-        # A file given twice (a glob and a name, say) would be replayed twice: counts doubled.
-        seen: set[Path] = set()
-        for path in paths:
-            if path.resolve() in seen:
-                raise click.UsageError(f"{what}: {path} is given twice")
-            seen.add(path.resolve())
 
     started = time.monotonic()
     out = click.get_text_stream("stdout")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from driftline.cli_options import config_option
+from driftline.cli_options import config_option, event_files_argument
 
 if TYPE_CHECKING:
     from detectors.reference import Reference
@@ -83,12 +83,7 @@ def baseline() -> None:
 @click.option(
     "--store", "to_store", is_flag=True, help="Also make it the model's reference in Redis."
 )
-@click.argument(
-    "events_paths",
-    nargs=-1,
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-)
+@event_files_argument
 def build(
     config_path: Path | None,
     model: str,

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import click
 
-__all__ = ["config_option", "exit_when_idle_option", "runtime_option"]
+__all__ = [
+    "config_option",
+    "each_file_once",
+    "event_files_argument",
+    "exit_when_idle_option",
+    "runtime_option",
+]
 
 config_option = click.option(
     "--config",
@@ -31,3 +37,25 @@ exit_when_idle_option = click.option(
     metavar="SECONDS",
     help="Exit after this many seconds without a message (batch jobs, tests).",
 )
+
+
+def each_file_once(
+    context: click.Context, parameter: click.Parameter, paths: tuple[Path, ...]
+) -> tuple[Path, ...]:
+    """Refuse a file given twice (by two globs, or through a symlink): it would be counted twice."""
+    seen: set[Path] = set()
+    for path in paths:
+        if path.resolve() in seen:
+            raise click.BadParameter(f"{path} is given twice")
+        seen.add(path.resolve())
+    return paths
+
+
+event_files_argument = click.argument(
+    "events_paths",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    callback=each_file_once,
+)
+"""Recorded events: JSON-lines files, plain or gzip-compressed (``driftline.line_files``)."""

@@ -85,6 +85,8 @@ def test_baseline_commands_round_trip_through_redis(
         *two_files,
     )
     again = Reference.from_json(rebuilt.read_bytes())
+    twice = runner.invoke(main, ["baseline", "build", "--model", "fraud", *two_files[:1] * 2])
+    assert twice.exit_code == 2 and f"{two_files[0]} is given twice" in twice.output
     assert (again.features, again.prediction, again.confidence, again.events) == (
         reference.features,
         reference.prediction,

@@ -357,12 +357,12 @@ def test_backtest_command_takes_labels_and_refuses_bad_references_clearly(tmp_pa
     same.symlink_to(events)
     result = runner.invoke(main, ["backtest", str(events), str(same)])
     assert result.exit_code == 2
-    assert f"EVENTS_PATHS: {same} is given twice" in result.output
+    assert f"Invalid value for 'EVENTS_PATHS...': {same} is given twice" in result.output
     result = runner.invoke(
         main, ["backtest", "--labels", str(labels), "--labels", str(labels), str(events)]
     )
     assert result.exit_code == 2
-    assert f"--labels: {labels} is given twice" in result.output
+    assert f"Invalid value for '--labels': {labels} is given twice" in result.output
 
 
 def test_backtest_command_says_when_it_cannot_sort_a_file(
