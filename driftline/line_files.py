@@ -23,7 +23,13 @@ _READ_BUFFER_BYTES = 1024 * 1024
 
 
 def is_compressed(path: Path) -> bool:
-    """Whether the file at ``path`` is gzip-compressed (its size then says little of its lines)."""
+    """Whether the file at ``path`` is gzip-compressed (its size then says little of its lines).
+
+    A pipe (``backtest <(zcat ...)``) can be read only once, so it is not looked into: it is
+    taken as plain lines.
+    """
+    if not path.is_file():
+        return False
     with path.open("rb") as file:
         return file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
 

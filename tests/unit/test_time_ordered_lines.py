@@ -10,8 +10,10 @@ from __future__ import annotations
 import errno
 import gzip
 import math
+import os
 import random
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -255,6 +257,19 @@ def test_a_file_with_no_times_and_an_empty_file(
     path.write_bytes(b"")
     with TimeOrderedLines.open([path], event_time, sort_memory_bytes=1) as ordered:
         assert list(ordered) == [] and len(ordered) == 0
+
+
+@pytest.mark.timeout(30)  # a pipe read twice waits for a second writer forever
+def test_a_pipe_is_read_once_whole(tmp_path: Path) -> None:
+    lines = _lines(500, 10)
+    pipe = tmp_path / "events.pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=pipe.write_bytes, args=(b"".join(lines),))
+    writer.start()
+    # A pipe's size is 0, so it is read into memory once: nothing is peeked at or read twice.
+    with TimeOrderedLines.open([pipe], event_time, sort_memory_bytes=1) as ordered:
+        assert list(ordered) == _stable_sorted(lines)
+    writer.join()
 
 
 def test_sort_memory_must_be_positive(tmp_path: Path) -> None:
