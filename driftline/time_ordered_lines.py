@@ -126,15 +126,15 @@ class _Scan:
     last_ms: int | None = None
     in_order: bool = True
     """Whether the lines with a time are in order (those without one go first: the ones after
-    the first line with a time are held in ``untimed``)."""
+    the first line with a time are in ``held``)."""
     memory_bytes: int = 0
-    untimed: list[bytes] = field(default_factory=list)
-    untimed_bytes: int = 0
+    held: list[bytes] = field(default_factory=list)
+    held_bytes: int = 0
 
 
-def _scan(path: Path, time_of: TimeOf, untimed_budget_bytes: int) -> _Scan:
+def _scan(path: Path, time_of: TimeOf, hold_budget_bytes: int) -> _Scan:
     """One pass over a file; its lines without a time are held while they cost at most
-    ``untimed_budget_bytes`` (a malformed line or two must not send a file to be sorted)."""
+    ``hold_budget_bytes`` (a malformed line or two must not send a file to be sorted)."""
     scan = _Scan()
     for line in nonblank_lines(path):
         time_ms = time_of(line)
@@ -144,16 +144,16 @@ def _scan(path: Path, time_of: TimeOf, untimed_budget_bytes: int) -> _Scan:
         if time_ms < 0:
             # Before the first line with a time it is in place; after one, it is held aside.
             if scan.last_ms is not None and scan.in_order:
-                scan.untimed.append(line)
-                scan.untimed_bytes += line_bytes
-                scan.in_order = scan.untimed_bytes <= untimed_budget_bytes
+                scan.held.append(line)
+                scan.held_bytes += line_bytes
+                scan.in_order = scan.held_bytes <= hold_budget_bytes
             continue
         if scan.last_ms is not None and time_ms < scan.last_ms:
             scan.in_order = False
         scan.first_ms = time_ms if scan.first_ms is None else min(scan.first_ms, time_ms)
         scan.last_ms = time_ms if scan.last_ms is None else max(scan.last_ms, time_ms)
     if not scan.in_order:  # the file is sorted whole: nothing to hold aside
-        scan.untimed, scan.untimed_bytes = [], 0
+        scan.held, scan.held_bytes = [], 0
     return scan
 
 
@@ -201,7 +201,7 @@ def _open(
     scans: list[_Scan] = []
     for path in paths:
         # The lines held aside, of all files together, cost at most the sort memory.
-        held_bytes = sum(scan.untimed_bytes for scan in scans)
+        held_bytes = sum(scan.held_bytes for scan in scans)
         scans.append(_scan(path, time_of, sort_memory_bytes - held_bytes))
     firsts = [scan.first_ms for scan in scans if scan.first_ms is not None]
     lasts = [scan.last_ms for scan in scans if scan.last_ms is not None]
@@ -219,7 +219,7 @@ def _open(
         sources: list[_Source] = []
         for number, (path, scan) in enumerate(zip(paths, scans, strict=True)):
             if scan.in_order:
-                sources.append(_Source(partial(_read_in_order, path, time_of, scan.untimed)))
+                sources.append(_Source(partial(_read_in_order, path, time_of, scan.held)))
             else:
                 lines = _read_timed(path, time_of)
                 runs = _write_sorted_runs(lines, folder, f"run-{number:06d}", sort_memory_bytes)
