@@ -16,11 +16,17 @@ import click
 from driftline.cli_options import config_option, event_files_argument
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from detectors.reference import Reference
     from detectors.stores.redis_reference_store import RedisReferenceStore
     from driftline.config import Config
 
 __all__ = ["baseline"]
+
+SAMPLE_SIZE = 1_000_000
+"""Default --sample-size: ``detectors.reference_builder.SAMPLE_SIZE``, repeated here so that the
+command line starts without numpy."""
 
 output_option = click.option(
     "--output",
@@ -79,6 +85,14 @@ def baseline() -> None:
 @click.option("--version", default=None, help="Only events of this model version.")
 @click.option("--bins", type=click.IntRange(2, 200), default=None, help="Default: drift.bins.")
 @click.option("--top-k", type=click.IntRange(1, 200), default=None, help="Default: drift.top_k.")
+@click.option(
+    "--sample-size",
+    type=click.IntRange(min=2),
+    default=SAMPLE_SIZE,
+    show_default=True,
+    help="Numbers kept per feature (8 bytes each) to place the quantile edges; with more, "
+    "the edges come from a uniform sample and a second pass over the files counts every event.",
+)
 @output_option
 @click.option(
     "--store", "to_store", is_flag=True, help="Also make it the model's reference in Redis."
@@ -90,6 +104,7 @@ def build(
     version: str | None,
     bins: int | None,
     top_k: int | None,
+    sample_size: int,
     output_path: Path | None,
     to_store: bool,
     events_paths: tuple[Path, ...],
@@ -97,7 +112,7 @@ def build(
     """Build a reference from JSONL event files, plain or gzip-compressed (events of other
     models are skipped)."""
     from detectors.reference import ReferenceFormatError
-    from detectors.reference_builder import ReferenceBuilder
+    from detectors.reference_builder import ReferenceBuilder, ReferenceCounter
     from driftline.events import InferenceEvent, decode_event
     from driftline.line_files import nonblank_lines
 
@@ -112,19 +127,26 @@ def build(
         top_k=config.drift.top_k if top_k is None else top_k,
         max_features=config.drift.max_features,
         confidence_bins=config.monitoring.confidence_bins,
+        sample_size=sample_size,
     )
+
+    def batches() -> Iterator[tuple[list[InferenceEvent], int]]:
+        """The events, 10,000 lines at a time (a file larger than memory is read, not held),
+        with how many lines of each batch were not events."""
+        for path in events_paths:
+            try:
+                lines = nonblank_lines(path)
+                while chunk := list(islice(lines, 10_000)):
+                    decoded = [decode_event(line) for line in chunk]
+                    events = [event for event in decoded if isinstance(event, InferenceEvent)]
+                    yield events, len(decoded) - len(events)
+            except OSError as error:
+                raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None
+
     invalid = 0
-    for path in events_paths:
-        try:
-            lines = nonblank_lines(path)
-            # 10,000 lines at a time: a file larger than memory is read, not held.
-            while chunk := list(islice(lines, 10_000)):
-                decoded = [decode_event(line) for line in chunk]
-                events = [event for event in decoded if isinstance(event, InferenceEvent)]
-                invalid += len(decoded) - len(events)
-                builder.add(events)
-        except OSError as error:
-            raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None
+    for events, not_events in batches():
+        builder.add(events)
+        invalid += not_events
     try:
         reference = builder.build(
             created_at_ms=time.time_ns() // 1_000_000,
@@ -132,6 +154,19 @@ def build(
         )
     except ReferenceFormatError as error:
         raise click.ClickException(str(error)) from None
+    if builder.sampled:
+        # Bins from a sample of the numbers; a second pass counts every event into them.
+        pipes = [str(path) for path in events_paths if not path.is_file()]
+        if pipes:
+            raise click.ClickException(
+                f"{', '.join(pipes)}: a pipe can be read only once, and more than "
+                f"--sample-size {sample_size:,} numbers of a feature need a second pass: "
+                "give files, or a larger --sample-size"
+            )
+        counter = ReferenceCounter(reference)
+        for events, _ in batches():
+            counter.add(events)
+        reference = counter.build()
     if invalid or builder.refused:
         click.echo(f"skipped {invalid + builder.refused:,} invalid lines", err=True)
     _write(reference, output_path)

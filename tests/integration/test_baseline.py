@@ -85,6 +85,17 @@ def test_baseline_commands_round_trip_through_redis(
         *two_files,
     )
     again = Reference.from_json(rebuilt.read_bytes())
+    # Edges from a sample of 500 numbers a feature, then every event counted in a second pass:
+    # the same reference whether the events come in one file or two.
+    sampled = []
+    for name, files in (("one", [str(events)]), ("two", two_files)):
+        path = tmp_path / f"sampled-{name}.json"
+        sample = ["--sample-size", "500", "--output", str(path)]
+        run("baseline", "build", "--model", "fraud", "--version", "v41", *sample, *files)
+        sampled.append(Reference.from_json(path.read_bytes()))
+    assert sampled[0].features == sampled[1].features != reference.features
+    assert sampled[0].events == 5_000
+    assert [sum(feature.counts) for feature in sampled[0].features] == [5_000] * 3
     twice = runner.invoke(main, ["baseline", "build", "--model", "fraud", *two_files[:1] * 2])
     assert twice.exit_code == 2 and f"{two_files[0]} is given twice" in twice.output
     assert (again.features, again.prediction, again.confidence, again.events) == (

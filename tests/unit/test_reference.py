@@ -5,15 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import threading
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from consumers.batching import BatchAssembler
 from consumers.kafka_consumer import binning_from_config
 from consumers.window_writer import WindowWriter
+from detectors import reference_builder
 from detectors.reference import (
     FeatureKind,
     FeatureReference,
@@ -21,13 +26,20 @@ from detectors.reference import (
     ReferenceFormatError,
     category_key,
 )
-from detectors.reference_builder import ReferenceBuilder, freeze_window, window_counts
+from detectors.reference_builder import (
+    ReferenceBuilder,
+    ReferenceCounter,
+    freeze_window,
+    window_counts,
+)
 from detectors.reference_cache import ReferenceCache
 from detectors.series import Series
 from detectors.stores.memory_reference_store import MemoryReferenceStore
 from detectors.stores.memory_store import MemoryWindowStore
 from detectors.window_summary import summarise
 from detectors.window_update import WindowLayout
+from driftline import baseline_command
+from driftline.cli import main
 from driftline.config import Config, parse_config
 from driftline.events import InferenceEvent, decode_event
 
@@ -71,6 +83,73 @@ def expected_numeric_bin(value: object, edges: tuple[float, ...]) -> int:
         if number >= edge:
             inner = index + 1
     return 2 + inner
+
+
+def test_a_sampled_build_has_edges_near_the_exact_quantiles_and_counts_every_event() -> None:
+    """Beyond ``sample_size`` numbers a column keeps a uniform sample: its edges are quantiles
+    of the sample (within 0.05 of the exact rank for a sample of 2,000: over four standard
+    errors) and the extremes stay exact; the second pass counts all 30,000 events exactly."""
+    rng = np.random.default_rng(6)
+    count = 30_000
+    # In ascending order: a sample that favoured early or late events would miss the quantiles.
+    normal = np.sort(rng.normal(10.0, 2.0, count).round(4))
+    heavy = rng.lognormal(0.0, 1.5, count).round(4)
+    category = rng.choice(["a", "b", "c"], count, p=[0.6, 0.3, 0.1])
+    confidence = rng.uniform(0.0, 1.0, count).round(3)
+    lines = [
+        event(
+            i,
+            features={"normal": float(normal[i]), "heavy": float(heavy[i]), "c": str(category[i])},
+            confidence=float(confidence[i]),
+            prediction=str(category[i]),
+        )
+        for i in range(count)
+    ]
+    events = decoded(lines)
+
+    def sampled_build(batch_size: int) -> Reference:
+        builder = ReferenceBuilder("fraud", bins=10, sample_size=2_000)
+        for start in range(0, count, batch_size):
+            builder.add(events[start : start + batch_size])
+        assert builder.sampled
+        return builder.build(created_at_ms=0)
+
+    layout = sampled_build(1_000)
+    # The sample does not depend on how the events were cut into batches (or files).
+    assert sampled_build(777).features == layout.features
+    counter = ReferenceCounter(layout)
+    for start in range(0, count, 4_096):
+        counter.add(events[start : start + 4_096])
+    reference = counter.build()
+    assert reference.events == count
+    [sampled_normal] = [feature for feature in layout.features if feature.name == "normal"]
+    assert sum(sampled_normal.counts) < count, "the first pass counted only its sample"
+
+    features = {feature.name: feature for feature in reference.features}
+    for name, values in (("normal", normal), ("heavy", heavy)):
+        feature = features[name]
+        assert feature.edges == next(f.edges for f in layout.features if f.name == name)
+        assert (feature.edges[0], feature.edges[-1]) == (values.min(), values.max())
+        interior = np.asarray(feature.edges[1:-1])
+        ranks = (values[:, None] < interior).mean(axis=0)
+        targets = np.arange(1, len(interior) + 1) / 10
+        assert np.abs(ranks - targets).max() < 0.05, (name, ranks)
+        expected = np.bincount(
+            [expected_numeric_bin(float(v), feature.edges) for v in values],
+            minlength=feature.bin_count,
+        )
+        assert list(feature.counts) == expected.tolist()
+    categories = features["c"]
+    assert dict(zip(categories.categories, categories.counts[2:], strict=True)) == {
+        "a": int((category == "a").sum()),
+        "b": int((category == "b").sum()),
+        "c": int((category == "c").sum()),
+    }
+    assert reference.confidence is not None
+    confidence_bins = np.minimum((confidence * 20).astype(int), 19)
+    assert list(reference.confidence.counts[2:-1]) == np.bincount(confidence_bins).tolist()
+    assert reference.prediction is not None and sum(reference.prediction.counts) == count
+    assert baseline_command.SAMPLE_SIZE == reference_builder.SAMPLE_SIZE, "the CLI's default"
 
 
 def test_numeric_edges_are_reference_quantiles_and_counts_are_their_own_binning() -> None:
@@ -421,3 +500,18 @@ def test_drift_config_errors_name_the_key() -> None:
     )
     assert config.drift.thresholds_for("m") == {"a": 0.5, "b": 0.3}
     assert config.drift.thresholds_for("other") == {"a": 0.2, "b": 0.3}
+
+
+@pytest.mark.timeout(30)
+def test_baseline_build_says_a_pipe_cannot_be_read_twice(tmp_path: Path) -> None:
+    lines = [event(i, features={"x": float(i)}) for i in range(50)]
+    pipe = tmp_path / "events.pipe"
+    os.mkfifo(pipe)
+    writer = threading.Thread(target=pipe.write_bytes, args=(b"\n".join(lines) + b"\n",))
+    writer.start()
+    arguments = ["baseline", "build", "--model", "fraud", "--sample-size", "10"]
+    result = CliRunner().invoke(main, [*arguments, "--output", str(tmp_path / "r.json"), str(pipe)])
+    writer.join()
+    assert result.exit_code == 1
+    assert f"{pipe}: a pipe can be read only once" in result.output
+    assert not (tmp_path / "r.json").exists()
