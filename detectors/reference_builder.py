@@ -440,7 +440,7 @@ def _numeric(
     bins: int,
     extremes: tuple[float, float] | None,
 ) -> FeatureReference:
-    if len(values) == 0 or extremes is None:
+    if extremes is None:  # no value at all
         # Never seen with a value: any value later is a change, and lands outside [0, 0].
         return FeatureReference.numeric(
             name,

@@ -212,7 +212,7 @@ class Backtest:
         refused = [RefusedAt(0, offsets[item.index], item) for item in assembled.refused]
         for item in refused:
             self.summary.refused[str(item.refused.invalid.reason)] += 1
-        self.writer.write_refused(self.writer.unapplied_refused(refused))
+        self.writer.write_refused(refused)  # counts only those not counted yet
         self.summary.applied += self.writer.write_all(list(assembled.models.values()), self.now_ms)
 
     def tick(self, at_ms: int) -> None:
@@ -228,11 +228,7 @@ class Backtest:
         progress: Callable[[int], None] | None = None,
     ) -> BacktestSummary:
         """Replay ``lines`` (see the module docstring); ``progress`` gets lines done so far."""
-        ordered = (
-            lines
-            if isinstance(lines, TimeOrderedLines)
-            else TimeOrderedLines.from_lines(lines, event_time)
-        )
+        ordered = TimeOrderedLines.of(lines, event_time)
         self.summary.lines = ordered.count
         self.summary.first_event_ms = ordered.first_ms
         self.summary.last_event_ms = ordered.last_ms

@@ -45,9 +45,10 @@ def each_file_once(
     """Refuse a file given twice (by two globs, or through a symlink): it would be counted twice."""
     seen: set[Path] = set()
     for path in paths:
-        if path.resolve() in seen:
+        resolved = path.resolve()
+        if resolved in seen:
             raise click.BadParameter(f"{path} is given twice")
-        seen.add(path.resolve())
+        seen.add(resolved)
     return paths
 
 

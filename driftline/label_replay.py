@@ -44,12 +44,7 @@ class LabelReplay:
         on_transition: Callable[[QualityTransition], object],
     ) -> None:
         self.config = config
-        ordered = (
-            lines
-            if isinstance(lines, TimeOrderedLines)
-            else TimeOrderedLines.from_lines(lines, label_time)
-        )
-        self._pending = LineCursor(ordered)
+        self._pending = LineCursor(TimeOrderedLines.of(lines, label_time))
         self._next_offset = 0
         self.assembler = LabelAssembler(config, store)
         self.writer = LabelWriter(config, store)

@@ -102,6 +102,11 @@ class TimeOrderedLines:
             _iterate=lambda: ((time_list[index], lines[index]) for index in order),
         )
 
+    @classmethod
+    def of(cls, lines: TimeOrderedLines | Sequence[bytes], time_of: TimeOf) -> TimeOrderedLines:
+        """``lines`` as they are when already ordered, else sorted in memory."""
+        return lines if isinstance(lines, TimeOrderedLines) else cls.from_lines(lines, time_of)
+
     @staticmethod
     def open(
         paths: Sequence[Path],
