@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from collections.abc import Mapping
@@ -70,20 +71,27 @@ def summarise(fields: Mapping[str, int]) -> dict[Series, SeriesWindow]:
     """Split a window's summed fields by series; ``metric:bin`` fields become histograms."""
     windows: dict[Series, SeriesWindow] = {}
     for name, value in fields.items():
-        series, metric = split_field(name)
+        series, metric, bin_index = _parse_field(name)
         window = windows.get(series)
         if window is None:
             window = windows[series] = SeriesWindow(series)
-        base, separator, bin_index = metric.rpartition(":")
-        if separator and _is_integer(bin_index):
-            window.histograms[base][int(bin_index)] += value
-        else:
+        if bin_index is None:
             window.counters[metric] += value
+        else:
+            window.histograms[metric][bin_index] += value
     return windows
 
 
-def _is_integer(text: str) -> bool:
-    return text.lstrip("-").isdigit()
+# Every tick reads the same few thousand field names again: parse each once. The evaluator's
+# series cap bounds how many there are; the cache bounds what a flood of them could cost.
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_field(name: str) -> tuple[Series, str, int | None]:
+    """The series, the metric and, for a ``metric:bin`` field, the bin."""
+    series, metric = split_field(name)
+    base, separator, bin_index = metric.rpartition(":")
+    if separator and bin_index.lstrip("-").isdigit():
+        return series, base, int(bin_index)
+    return series, metric, None
 
 
 def _ratio(numerator: int, denominator: int) -> float:

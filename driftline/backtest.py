@@ -57,7 +57,7 @@ from driftline.time_ordered_lines import LineCursor, TimeOrderedLines
 __all__ = ["Backtest", "BacktestSummary", "event_time"]
 
 
-class _Stamp(msgspec.Struct):
+class _Stamp(msgspec.Struct, gc=False):
     ts: int | datetime.datetime
 
 
@@ -238,7 +238,7 @@ class Backtest:
         def apply_before(at_ms: int) -> None:
             nonlocal done
             for batch in pending.batches_before(at_ms, self.config.consumer.batch_size):
-                self.apply([line for _, line in batch])
+                self.apply(batch.lines)
                 done += len(batch)
                 if progress is not None:
                     progress(done)

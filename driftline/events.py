@@ -18,6 +18,7 @@ from __future__ import annotations
 import datetime
 import enum
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
@@ -46,8 +47,10 @@ Deployment = Literal["stable", "canary", "shadow"]
 DEPLOYMENTS: tuple[Deployment, ...] = ("stable", "canary", "shadow")
 
 _EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-_ModelName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-_Version = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")]
+# Checked after decoding (:func:`_misnamed`) rather than by msgspec, which would run both
+# regular expressions on every event: most of the decoding time, for a handful of distinct names.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 # Epoch milliseconds up to the end of year 9999, as RFC 3339 allows: larger integers would not
 # fit the int64 columns the consumer bins with.
 MAX_TIMESTAMP_MS = 253_402_300_799_999
@@ -57,13 +60,17 @@ FeatureValues = dict[str, _FeatureValue]
 _SegmentValue = Annotated[str, msgspec.Meta(max_length=64)]
 
 
-class InferenceEvent(msgspec.Struct, frozen=True):
+# gc=False: events are made by the million and cannot take part in a reference cycle (they hold
+# strings, numbers and a dict of strings), so the garbage collector need not track them.
+class InferenceEvent(msgspec.Struct, frozen=True, gc=False):
     """One model inference (schema ``driftline/inference-event/v1``). Unknown fields are ignored."""
 
     event_id: _EventId
     ts: _Timestamp
-    model: _ModelName
-    version: _Version
+    model: str
+    """Matches ``_MODEL_NAME``."""
+    version: str
+    """Matches ``_VERSION``."""
     deployment: Deployment = "stable"
     latency_ms: Annotated[float, msgspec.Meta(ge=0)] | None = None
     confidence: Annotated[float, msgspec.Meta(ge=0, le=1)] | None = None
@@ -81,7 +88,7 @@ class InferenceEvent(msgspec.Struct, frozen=True):
         return cls(features=msgspec.Raw(_encoder.encode(dict(features or {}))), **fields)
 
 
-class LabelEvent(msgspec.Struct, frozen=True):
+class LabelEvent(msgspec.Struct, frozen=True, gc=False):
     """The true outcome of an earlier inference (schema ``driftline/label-event/v1``)."""
 
     event_id: _EventId
@@ -144,9 +151,32 @@ def decode_event(
     <InvalidReason.MISSING_FIELD: 'missing_field'>
     """
     decoded = _decode(_event_decoder, raw, max_bytes)
-    if isinstance(decoded, InferenceEvent) and bytes(memoryview(decoded.features)[:1]) != b"{":
+    if isinstance(decoded, InvalidEvent):
+        return decoded
+    if memoryview(decoded.features)[0] != _OPENING_BRACE:
         return InvalidEvent(InvalidReason.WRONG_TYPE, "Expected `object` - at `$.features`")
-    return decoded
+    return _misnamed(decoded.model, decoded.version) or decoded
+
+
+_OPENING_BRACE = ord("{")
+# Model and version pairs already found well-named: a few per model, so the set stays small; it
+# is emptied if hostile traffic ever fills it.
+_WELL_NAMED: set[tuple[str, str]] = set()
+_WELL_NAMED_LIMIT = 4096
+
+
+def _misnamed(model: str, version: str) -> InvalidEvent | None:
+    """Why ``model`` or ``version`` does not match its pattern (msgspec's words), if it does not."""
+    if (model, version) in _WELL_NAMED:
+        return None
+    for field, value, pattern in (("model", model, _MODEL_NAME), ("version", version, _VERSION)):
+        if pattern.search(value) is None:
+            detail = f"Expected `str` matching regex {pattern.pattern!r} - at `$.{field}`"
+            return InvalidEvent(InvalidReason.INVALID_VALUE, detail)
+    if len(_WELL_NAMED) >= _WELL_NAMED_LIMIT:
+        _WELL_NAMED.clear()
+    _WELL_NAMED.add((model, version))
+    return None
 
 
 def decode_features(raw: msgspec.Raw) -> FeatureValues | InvalidEvent:

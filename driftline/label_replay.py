@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from alerting.quality_figures import QualityFigures, QualityReferences
 from alerting.quality_thresholds import QualityThresholdWatcher, QualityTransition
 from consumers.label_batching import LabelAssembler
@@ -70,8 +72,8 @@ class LabelReplay:
             assembled = self.assembler.assemble(
                 [0] * len(batch),
                 offsets,
-                [time_ms if time_ms >= 0 else at_ms for time_ms, _ in batch],
-                [line for _, line in batch],
+                np.where(batch.times_ms >= 0, batch.times_ms, at_ms).tolist(),
+                batch.lines,
                 at_ms,
             )
             refused = [RefusedLabelAt(0, offsets[r.index], r) for r in assembled.refused]

@@ -11,8 +11,8 @@ as one file or several (a file per day, or per topic partition), plain or gzip-c
    whether each file is already in order (it usually is: one topic partition, or a time-sorted
    export). Lines without a time go first: those found after a line with a time are kept aside
    in memory, so a few malformed lines do not put a file out of order.
-3. If every file is in order, each is read again, line by line, as the replay goes, and the files
-   are merged: nothing is held.
+3. If every file is in order, each is read again, a megabyte at a time, as the replay goes, and
+   the files are merged: nothing is held.
 4. Otherwise, if the lines fit in ``sort_memory_bytes``, they are sorted in memory.
 5. Otherwise a file in order is read as in 3, and one out of order is cut into runs of at most
    ``sort_memory_bytes``, each sorted in memory and written to a temporary folder. This needs
@@ -36,14 +36,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain, islice
 from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
-from driftline.line_files import is_compressed, nonblank_lines
+from driftline.line_files import is_compressed, nonblank_line_chunks, nonblank_lines
 
 __all__ = [
+    "LineBlock",
     "LineCursor",
     "TimeOf",
     "TimeOrderedLines",
@@ -54,6 +57,9 @@ TimeOf = Callable[[bytes], int]
 """A line's time in epoch milliseconds, or -1 when it has none."""
 
 TimedLine = tuple[int, bytes]
+
+_BLOCK_LINES = 4096
+"""Lines per block where lines are grouped by count (sorted in memory, merged)."""
 
 _LINE_OVERHEAD_BYTES = 100
 """What a line costs in memory beyond its bytes while a run is sorted (objects, list, index)."""
@@ -69,9 +75,46 @@ _RECORD_HEADER = struct.Struct("<qI")  # time (ms), length of the line
 _RUN_BUFFER_BYTES = 64 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class LineBlock:
+    """Consecutive lines in time order and their times: lines move a block at a time, because a
+    Python step per line would cost more than reading the line."""
+
+    times_ms: npt.NDArray[np.int64]
+    lines: list[bytes]
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @classmethod
+    def read(cls, lines: list[bytes], time_of: TimeOf) -> LineBlock:
+        """``lines`` with their times (in time order only if the lines are)."""
+        return cls(np.fromiter(map(time_of, lines), np.int64, len(lines)), lines)
+
+    @classmethod
+    def joined(cls, blocks: Sequence[LineBlock]) -> LineBlock:
+        if len(blocks) == 1:
+            return blocks[0]
+        return cls(
+            np.concatenate([block.times_ms for block in blocks]),
+            list(chain.from_iterable(block.lines for block in blocks)),
+        )
+
+    def sliced(self, start: int, stop: int) -> LineBlock:
+        return LineBlock(self.times_ms[start:stop], self.lines[start:stop])
+
+    def taken(self, positions: npt.NDArray[np.intp]) -> LineBlock:
+        lines = self.lines
+        return LineBlock(self.times_ms[positions], [lines[p] for p in positions.tolist()])
+
+    def timed_lines(self) -> Iterator[TimedLine]:
+        return zip(self.times_ms.tolist(), self.lines, strict=True)
+
+
 @dataclass(frozen=True)
 class TimeOrderedLines:
-    """Lines to replay, in event-time order; iterating yields ``(time_ms, line)``.
+    """Lines to replay, in event-time order: :meth:`blocks` yields them a block at a time,
+    iterating yields ``(time_ms, line)``.
 
     ``count`` is the number of lines, ``first_ms`` and ``last_ms`` the earliest and latest time
     (None when no line has one). Build one with :meth:`from_lines` or :meth:`open`.
@@ -80,10 +123,10 @@ class TimeOrderedLines:
     count: int
     first_ms: int | None
     last_ms: int | None
-    _iterate: Callable[[], Iterator[TimedLine]]
+    blocks: Callable[[], Iterator[LineBlock]]
 
     def __iter__(self) -> Iterator[TimedLine]:
-        return self._iterate()
+        return chain.from_iterable(block.timed_lines() for block in self.blocks())
 
     def __len__(self) -> int:
         return self.count
@@ -91,15 +134,22 @@ class TimeOrderedLines:
     @classmethod
     def from_lines(cls, lines: Sequence[bytes], time_of: TimeOf) -> TimeOrderedLines:
         """Lines already in memory, sorted there."""
-        times = np.fromiter((time_of(line) for line in lines), dtype=np.int64, count=len(lines))
-        order = np.argsort(times, kind="stable").tolist()
-        timed = times[times >= 0]
-        time_list = times.tolist()  # Python ints: no numpy scalar made per line replayed
+        times = np.fromiter(map(time_of, lines), dtype=np.int64, count=len(lines))
+        order = np.argsort(times, kind="stable")
+        ordered_times = times[order]
+        timed = ordered_times[ordered_times >= 0]
+
+        def blocks() -> Iterator[LineBlock]:
+            for start in range(0, len(lines), _BLOCK_LINES):
+                positions = order[start : start + _BLOCK_LINES].tolist()
+                block_times = ordered_times[start : start + _BLOCK_LINES]
+                yield LineBlock(block_times, [lines[position] for position in positions])
+
         return cls(
             count=len(lines),
-            first_ms=int(timed.min()) if len(timed) else None,
-            last_ms=int(timed.max()) if len(timed) else None,
-            _iterate=lambda: ((time_list[index], lines[index]) for index in order),
+            first_ms=int(timed[0]) if len(timed) else None,
+            last_ms=int(timed[-1]) if len(timed) else None,
+            blocks=blocks,
         )
 
     @classmethod
@@ -141,22 +191,28 @@ def _scan(path: Path, time_of: TimeOf, hold_budget_bytes: int) -> _Scan:
     """One pass over a file; its lines without a time are held while they cost at most
     ``hold_budget_bytes`` (a malformed line or two must not send a file to be sorted)."""
     scan = _Scan()
-    for line in nonblank_lines(path):
-        time_ms = time_of(line)
-        scan.count += 1
-        line_bytes = len(line) + _LINE_OVERHEAD_BYTES
-        scan.memory_bytes += line_bytes
-        if time_ms < 0:
-            # Before the first line with a time it is in place; after one, it is held aside.
-            if scan.last_ms is not None and scan.in_order:
-                scan.held.append(line)
-                scan.held_bytes += line_bytes
-                scan.in_order = scan.held_bytes <= hold_budget_bytes
+    for chunk in nonblank_line_chunks(path):
+        block = LineBlock.read(chunk, time_of)
+        scan.count += len(block)
+        scan.memory_bytes += sum(map(len, chunk)) + _LINE_OVERHEAD_BYTES * len(chunk)
+        timed = block.times_ms >= 0
+        times = block.times_ms[timed]
+        if len(times) < len(block) and scan.in_order:
+            # Before the first line with a time they are in place; after one, they are held.
+            untimed = np.flatnonzero(~timed)
+            if scan.last_ms is None:
+                untimed = untimed[untimed > np.argmax(timed)] if len(times) else untimed[:0]
+            held = [chunk[position] for position in untimed.tolist()]
+            scan.held += held
+            scan.held_bytes += sum(map(len, held)) + _LINE_OVERHEAD_BYTES * len(held)
+            scan.in_order = scan.held_bytes <= hold_budget_bytes
+        if not len(times):
             continue
-        if scan.last_ms is not None and time_ms < scan.last_ms:
+        if np.any(times[1:] < times[:-1]) or (scan.last_ms is not None and times[0] < scan.last_ms):
             scan.in_order = False
-        scan.first_ms = time_ms if scan.first_ms is None else min(scan.first_ms, time_ms)
-        scan.last_ms = time_ms if scan.last_ms is None else max(scan.last_ms, time_ms)
+        first_ms, last_ms = int(times.min()), int(times.max())
+        scan.first_ms = first_ms if scan.first_ms is None else min(scan.first_ms, first_ms)
+        scan.last_ms = last_ms if scan.last_ms is None else max(scan.last_ms, last_ms)
     if not scan.in_order:  # the file is sorted whole: nothing to hold aside
         scan.held, scan.held_bytes = [], 0
     return scan
@@ -166,33 +222,37 @@ def _scan(path: Path, time_of: TimeOf, hold_budget_bytes: int) -> _Scan:
 class _Source:
     """Lines in time order to merge: an input file in order, or a sorted run on disk."""
 
-    read: Callable[[], Iterator[TimedLine]]
+    read: Callable[[], Iterator[LineBlock]]
     run_path: Path | None = None
     """The run's file, removed once merged into a bigger run; None for an input file."""
 
 
-def _read_timed(path: Path, time_of: TimeOf) -> Iterator[TimedLine]:
-    return ((time_of(line), line) for line in nonblank_lines(path))
+def _read_blocks(path: Path, time_of: TimeOf) -> Iterator[LineBlock]:
+    return (LineBlock.read(chunk, time_of) for chunk in nonblank_line_chunks(path) if chunk)
 
 
-def _read_in_order(path: Path, time_of: TimeOf, held: list[bytes]) -> Iterator[TimedLine]:
+def _read_in_order(path: Path, time_of: TimeOf, held: list[bytes]) -> Iterator[LineBlock]:
     """A file whose lines with a time are in order. The lines without one that came after the
     first line with one were held aside by the scan: they join those before it (time -1 is the
     lowest), and are skipped where they stand."""
-    lines = _read_timed(path, time_of)
+    blocks = _read_blocks(path, time_of)
     if not held:
-        return lines
-    return _with_held_lines(lines, held)
+        return blocks
+    return _with_held_lines(blocks, held)
 
 
-def _with_held_lines(lines: Iterator[TimedLine], held: list[bytes]) -> Iterator[TimedLine]:
-    for item in lines:
-        if item[0] >= 0:
-            yield from ((-1, line) for line in held)
-            yield item
-            break
-        yield item
-    yield from (item for item in lines if item[0] >= 0)
+def _with_held_lines(blocks: Iterator[LineBlock], held: list[bytes]) -> Iterator[LineBlock]:
+    for block in blocks:
+        timed = np.flatnonzero(block.times_ms >= 0)
+        if not len(timed):
+            yield block
+            continue
+        yield block.sliced(0, int(timed[0]))
+        yield LineBlock(np.full(len(held), -1, dtype=np.int64), held)
+        yield block.taken(timed)
+        break
+    for block in blocks:
+        yield block.taken(np.flatnonzero(block.times_ms >= 0))
 
 
 @contextmanager
@@ -226,12 +286,12 @@ def _open(
             if scan.in_order:
                 sources.append(_Source(partial(_read_in_order, path, time_of, scan.held)))
             else:
-                lines = _read_timed(path, time_of)
-                runs = _write_sorted_runs(lines, folder, f"run-{number:06d}", sort_memory_bytes)
+                blocks = _read_blocks(path, time_of)
+                runs = _write_sorted_runs(blocks, folder, f"run-{number:06d}", sort_memory_bytes)
                 sources += [_Source(partial(_read_run, run), run) for run in runs]
         if len(sources) > MAX_RUNS_MERGED:
             sources = _merge_in_passes(sources, folder)
-        yield TimeOrderedLines(count, first_ms, last_ms, lambda: _merge(sources))
+        yield TimeOrderedLines(count, first_ms, last_ms, partial(_merge, sources))
 
 
 def _all_lines(paths: Sequence[Path]) -> list[bytes]:
@@ -239,17 +299,18 @@ def _all_lines(paths: Sequence[Path]) -> list[bytes]:
 
 
 def _write_sorted_runs(
-    lines: Iterator[TimedLine], folder: Path, prefix: str, sort_memory_bytes: int
+    blocks: Iterator[LineBlock], folder: Path, prefix: str, sort_memory_bytes: int
 ) -> list[Path]:
     runs: list[Path] = []
     run: list[TimedLine] = []
     run_bytes = 0
-    for item in lines:
-        run.append(item)
-        run_bytes += len(item[1]) + _LINE_OVERHEAD_BYTES
-        if run_bytes >= sort_memory_bytes:
-            runs.append(_write_run(run, folder / f"{prefix}-{len(runs):06d}"))
-            run, run_bytes = [], 0
+    for block in blocks:
+        for item in block.timed_lines():
+            run.append(item)
+            run_bytes += len(item[1]) + _LINE_OVERHEAD_BYTES
+            if run_bytes >= sort_memory_bytes:
+                runs.append(_write_run(run, folder / f"{prefix}-{len(runs):06d}"))
+                run, run_bytes = [], 0
     if run:
         runs.append(_write_run(run, folder / f"{prefix}-{len(runs):06d}"))
     return runs
@@ -264,7 +325,7 @@ def _merge_in_passes(sources: list[_Source], folder: Path) -> list[_Source]:
         for first in range(0, len(sources), MAX_RUNS_MERGED):
             group = sources[first : first + MAX_RUNS_MERGED]
             path = folder / f"merged-{merge_pass}-{len(merged):06d}"
-            merged.append(_Source(partial(_read_run, _write_records(_merge(group), path)), path))
+            merged.append(_Source(partial(_read_run, _write_records(_merged(group), path)), path))
             for done in group:
                 if done.run_path is not None:
                     done.run_path.unlink()
@@ -285,7 +346,11 @@ def _write_records(records: Iterable[TimedLine], path: Path) -> Path:
     return path
 
 
-def _read_run(path: Path) -> Iterator[TimedLine]:
+def _read_run(path: Path) -> Iterator[LineBlock]:
+    return _blocks_of(_read_records(path))
+
+
+def _read_records(path: Path) -> Iterator[TimedLine]:
     header_size = _RECORD_HEADER.size
     with path.open("rb", buffering=_RUN_BUFFER_BYTES) as file:
         while header := file.read(header_size):
@@ -293,39 +358,62 @@ def _read_run(path: Path) -> Iterator[TimedLine]:
             yield time_ms, file.read(length)
 
 
-def _merge(sources: Sequence[_Source]) -> Iterator[TimedLine]:
-    # heapq.merge takes the earlier source first on equal times, and sources follow file order.
+def _blocks_of(timed_lines: Iterator[TimedLine]) -> Iterator[LineBlock]:
+    while group := list(islice(timed_lines, _BLOCK_LINES)):
+        times = np.fromiter(map(itemgetter(0), group), np.int64, len(group))
+        yield LineBlock(times, list(map(itemgetter(1), group)))
+
+
+def _merge(sources: Sequence[_Source]) -> Iterator[LineBlock]:
     if len(sources) == 1:
         return sources[0].read()
-    return heapq.merge(*(source.read() for source in sources), key=itemgetter(0))
+    return _blocks_of(_merged(sources))
+
+
+def _merged(sources: Sequence[_Source]) -> Iterator[TimedLine]:
+    # heapq.merge takes the earlier source first on equal times, and sources follow file order.
+    timed_lines = (
+        chain.from_iterable(block.timed_lines() for block in source.read()) for source in sources
+    )
+    return heapq.merge(*timed_lines, key=itemgetter(0))
 
 
 class LineCursor:
     """Reads time-ordered lines forward, for a replay that advances a clock tick by tick."""
 
-    def __init__(self, lines: Iterable[TimedLine]) -> None:
-        self._lines = iter(lines)
-        self._head = next(self._lines, None)
+    def __init__(self, lines: TimeOrderedLines) -> None:
+        self._blocks = (block for block in lines.blocks() if len(block))
+        self._block: LineBlock | None = next(self._blocks, None)
+        self._position = 0
+        """Of the next line to take in ``_block``."""
         self.last_ms = -1
         """Time of the last line taken (-1 before any line with a time)."""
 
     @property
     def next_ms(self) -> int | None:
         """Time of the next line, None when every line has been taken."""
-        return None if self._head is None else self._head[0]
+        return None if self._block is None else int(self._block.times_ms[self._position])
 
-    def batches_before(self, at_ms: int, batch_size: int) -> Iterator[list[TimedLine]]:
+    def batches_before(self, at_ms: int, batch_size: int) -> Iterator[LineBlock]:
         """Take every line with a time before ``at_ms``, in batches of at most ``batch_size``."""
-        lines, head = self._lines, self._head  # locals: this loop runs once per replayed line
-        batch: list[TimedLine] = []
-        while head is not None and head[0] < at_ms:
-            batch.append(head)
-            head = next(lines, None)
-            if len(batch) == batch_size:
-                self._head, self.last_ms = head, batch[-1][0]
-                yield batch
-                batch = []
-        self._head = head
-        if batch:
-            self.last_ms = batch[-1][0]
-            yield batch
+        parts: list[LineBlock] = []
+        size = 0
+        while self._block is not None:
+            block, start = self._block, self._position
+            # Blocks are in time order: one binary search finds where ``at_ms`` begins.
+            before = start + int(np.searchsorted(block.times_ms[start:], at_ms))
+            stop = min(before, start + batch_size - size)
+            if stop > start:
+                parts.append(block.sliced(start, stop))
+                size += stop - start
+                self._position = stop
+                self.last_ms = int(block.times_ms[stop - 1])
+            if stop == len(block):
+                self._block, self._position = next(self._blocks, None), 0
+            elif stop == before:
+                break  # the next line is at or after ``at_ms``
+            if size == batch_size:
+                yield LineBlock.joined(parts)
+                parts, size = [], 0
+        if parts:
+            yield LineBlock.joined(parts)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import datetime
+import json
+import re
+from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+import driftline
+from driftline import events
 from driftline.events import (
     MAX_TIMESTAMP_MS,
     InferenceEvent,
@@ -137,3 +142,43 @@ def test_random_bytes_never_raise(raw: bytes) -> None:
 )
 def test_encode_decode_round_trip(event: InferenceEvent) -> None:
     assert decode_event(encode(event)) == event
+
+
+_SCHEMA = json.loads(
+    (Path(driftline.__file__).parent / "schema" / "inference-event.schema.json").read_text()
+)
+_NAME_TEXT = st.text(alphabet=st.sampled_from("aZ09_.+-/ \n"), max_size=70)
+
+
+@given(model=_NAME_TEXT, version=_NAME_TEXT)
+@example(model="fraud\n", version="v1")  # Python's $ also matches before a final newline
+@example(model="f" * 64, version="v" * 65)
+def test_model_and_version_are_refused_exactly_when_the_schema_pattern_refuses_them(
+    model: str, version: str
+) -> None:
+    """The names are checked after decoding, once per distinct pair: the answer must still be
+    the schema's, the first time and every time after."""
+    raw = _with(model=model, version=version)
+    model_ok = re.search(_SCHEMA["properties"]["model"]["pattern"], model) is not None
+    version_ok = re.search(_SCHEMA["properties"]["version"]["pattern"], version) is not None
+    for _ in range(2):
+        decoded = decode_event(raw)
+        if model_ok and version_ok:
+            assert isinstance(decoded, InferenceEvent)
+            assert (decoded.model, decoded.version) == (model, version)
+        else:
+            assert isinstance(decoded, InvalidEvent)
+            assert decoded.reason is InvalidReason.INVALID_VALUE
+            assert decoded.detail.endswith("`$.model`" if not model_ok else "`$.version`")
+
+
+def test_a_full_cache_of_well_named_pairs_is_emptied_not_grown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events, "_WELL_NAMED", set())
+    monkeypatch.setattr(events, "_WELL_NAMED_LIMIT", 3)
+    for number in range(10):
+        assert isinstance(decode_event(_with(version=f"v{number}")), InferenceEvent)
+        assert len(events._WELL_NAMED) <= 3
+    refused = decode_event(_with(version="-v9"))
+    assert isinstance(refused, InvalidEvent) and refused.reason is InvalidReason.INVALID_VALUE

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from driftline import time_ordered_lines
+from driftline import line_files, time_ordered_lines
 from driftline.backtest import event_time
 from driftline.line_files import nonblank_lines
 from driftline.time_ordered_lines import LineCursor, TimedLine, TimeOrderedLines
@@ -46,6 +46,16 @@ def _stable_sorted(lines: list[bytes]) -> list[TimedLine]:
 
 def _sort_folders(root: Path) -> list[Path]:
     return sorted(root.glob("driftline-sort-*"))
+
+
+@pytest.fixture(autouse=True, params=["megabyte chunks", "chunks of a few lines"])
+def chunk_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs twice: with the real sizes (a test file is one chunk, one block) and with
+    chunks and blocks of a few lines, so that lines held aside, order checks, cursor batches and
+    merges cross the edges between chunks and blocks."""
+    if request.param == "chunks of a few lines":
+        monkeypatch.setattr(line_files, "_READ_BUFFER_BYTES", 100)
+        monkeypatch.setattr(time_ordered_lines, "_BLOCK_LINES", 3)
 
 
 @pytest.fixture
@@ -282,7 +292,7 @@ def test_cursor_takes_the_lines_before_a_time_in_batches() -> None:
     cursor = LineCursor(TimeOrderedLines.from_lines(lines, event_time))
     assert cursor.next_ms == 1 and cursor.last_ms == -1
     batches = list(cursor.batches_before(5, batch_size=2))
-    assert [[time_ms for time_ms, _ in batch] for batch in batches] == [[1, 2], [3, 3]]
+    assert [batch.times_ms.tolist() for batch in batches] == [[1, 2], [3, 3]]
     assert (cursor.next_ms, cursor.last_ms) == (5, 3)
     assert list(cursor.batches_before(5, batch_size=2)) == []
     assert [len(batch) for batch in cursor.batches_before(100, batch_size=2)] == [2, 1]
