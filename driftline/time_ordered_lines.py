@@ -29,7 +29,6 @@ skipped.
 
 from __future__ import annotations
 
-import heapq
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -325,7 +324,8 @@ def _merge_in_passes(sources: list[_Source], folder: Path) -> list[_Source]:
         for first in range(0, len(sources), MAX_RUNS_MERGED):
             group = sources[first : first + MAX_RUNS_MERGED]
             path = folder / f"merged-{merge_pass}-{len(merged):06d}"
-            merged.append(_Source(partial(_read_run, _write_records(_merged(group), path)), path))
+            records = chain.from_iterable(block.timed_lines() for block in _merge(group))
+            merged.append(_Source(partial(_read_run, _write_records(records, path)), path))
             for done in group:
                 if done.run_path is not None:
                     done.run_path.unlink()
@@ -367,15 +367,50 @@ def _blocks_of(timed_lines: Iterator[TimedLine]) -> Iterator[LineBlock]:
 def _merge(sources: Sequence[_Source]) -> Iterator[LineBlock]:
     if len(sources) == 1:
         return sources[0].read()
-    return _blocks_of(_merged(sources))
+    return _merged([source.read() for source in sources])
 
 
-def _merged(sources: Sequence[_Source]) -> Iterator[TimedLine]:
-    # heapq.merge takes the earlier source first on equal times, and sources follow file order.
-    timed_lines = (
-        chain.from_iterable(block.timed_lines() for block in source.read()) for source in sources
-    )
-    return heapq.merge(*timed_lines, key=itemgetter(0))
+def _merged(streams: list[Iterator[LineBlock]]) -> Iterator[LineBlock]:
+    """Merges streams of blocks in time order, a block at a time.
+
+    A stream's later lines are never earlier than its last line read, so every line earlier than
+    the horizon (the lowest last time read of the streams not yet at their end) is known. Those
+    lines are merged by one stable sort of the streams' pending lines laid end to end in stream
+    order, so equal times keep stream order. Then the streams at the horizon read a block more.
+    """
+    pending = [LineBlock(np.empty(0, dtype=np.int64), []) for _ in streams]
+    open_streams = set(range(len(streams)))
+
+    def read_more(index: int) -> None:
+        block = next(streams[index], None)
+        if block is None:
+            open_streams.discard(index)
+        else:
+            pending[index] = LineBlock.joined([pending[index], block])
+
+    for index in range(len(streams)):
+        while index in open_streams and not len(pending[index]):
+            read_more(index)
+    while open_streams:
+        horizon = min(int(pending[index].times_ms[-1]) for index in open_streams)
+        known = []
+        for index, block in enumerate(pending):
+            cut = int(np.searchsorted(block.times_ms, horizon))
+            known.append(block.sliced(0, cut))
+            pending[index] = block.sliced(cut, len(block))
+        yield from _sorted(known)
+        for index in [index for index in open_streams if pending[index].times_ms[-1] == horizon]:
+            read_more(index)
+            while index in open_streams and not len(pending[index]):
+                read_more(index)
+    yield from _sorted(pending)
+
+
+def _sorted(blocks: list[LineBlock]) -> Iterator[LineBlock]:
+    """The lines of ``blocks`` in one block, by a stable sort by time (nothing if none)."""
+    joined = LineBlock.joined([block for block in blocks if len(block)] or blocks[:1])
+    if len(joined):
+        yield joined.taken(np.argsort(joined.times_ms, kind="stable"))
 
 
 class LineCursor:
