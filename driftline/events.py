@@ -49,6 +49,8 @@ DEPLOYMENTS: tuple[Deployment, ...] = ("stable", "canary", "shadow")
 _EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # Checked after decoding (:func:`_misnamed`) rather than by msgspec, which would run both
 # regular expressions on every event: most of the decoding time, for a handful of distinct names.
+# The schema's patterns, matched as JSON Schema does (ECMA-262: ``$`` is the end of the text;
+# Python's ``$`` would also match before a final newline, and let "fraud\n" through).
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 # Epoch milliseconds up to the end of year 9999, as RFC 3339 allows: larger integers would not
@@ -170,7 +172,7 @@ def _misnamed(model: str, version: str) -> InvalidEvent | None:
     if (model, version) in _WELL_NAMED:
         return None
     for field, value, pattern in (("model", model, _MODEL_NAME), ("version", version, _VERSION)):
-        if pattern.search(value) is None:
+        if pattern.fullmatch(value) is None:
             detail = f"Expected `str` matching regex {pattern.pattern!r} - at `$.{field}`"
             return InvalidEvent(InvalidReason.INVALID_VALUE, detail)
     if len(_WELL_NAMED) >= _WELL_NAMED_LIMIT:
