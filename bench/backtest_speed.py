@@ -6,9 +6,10 @@ time, in order) and a reference built from the first 100,000, then measures on t
 - ``floor_us_per_event``: this process reading the file's lines and parsing each with
   ``msgspec.json.decode`` (no schema, nothing kept): a yardstick no replay can beat, and one that
   does not move when driftline's own code does;
-- ``backtest_us_per_event``: CPU time (user + system, ``os.wait4``) of ``driftline backtest`` in
-  its own process, less that of the same command on the file's first event (start-up: imports,
-  reading the reference), divided by the events; the least of ``--repeats`` runs;
+- ``backtest_us_per_event``: CPU time (user + system, ``os.wait4``) of ``driftline backtest`` from
+  this checkout, in its own process, less that of the same command on the file's first event
+  (start-up: imports, reading the reference), divided by the events; the least of ``--repeats``
+  runs;
 - ``ratio_to_floor``: backtest / floor, the figure to compare between runs on a shared machine.
 
 ``--compare-with TREE`` also runs the backtest from another checkout of driftline (for example
@@ -39,6 +40,7 @@ from driftline.synthetic import TrafficSpec, synthetic_events
 START_MS = 1_700_000_000_000
 RATE_PER_S = 1_000.0
 REFERENCE_EVENTS = 100_000
+THIS_CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def _write_files(folder: Path, count: int) -> tuple[Path, Path, Path]:
@@ -70,13 +72,12 @@ def _floor_seconds(path: Path) -> float:
     return time.process_time() - started
 
 
-def _cpu_seconds(tree: Path | None, arguments: list[str], output_path: Path) -> float:
-    """CPU seconds of ``driftline`` run from ``tree`` (None: the installed one)."""
+def _cpu_seconds(tree: Path, arguments: list[str], output_path: Path) -> float:
+    """CPU seconds of ``driftline`` imported from the checkout at ``tree``."""
     environment = dict(os.environ)
-    if tree is not None:
-        environment["PYTHONPATH"] = os.pathsep.join(
-            [str(tree), *filter(None, [environment.get("PYTHONPATH")])]
-        )
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(tree), *filter(None, [environment.get("PYTHONPATH")])]
+    )
     with output_path.open("wb") as output:
         process = subprocess.Popen(
             [sys.executable, "-m", "driftline.cli", *arguments],
@@ -99,7 +100,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compare-with", type=Path, metavar="TREE")
     arguments = parser.parse_args()
-    trees: dict[str, Path | None] = {"now": None}
+    trees = {"now": THIS_CHECKOUT}
     if arguments.compare_with is not None:
         trees["before"] = arguments.compare_with.resolve()
     with tempfile.TemporaryDirectory() as folder_name:
@@ -108,7 +109,7 @@ def main() -> None:
         file_mb = round(events_path.stat().st_size / 2**20, 1)
         reference_path = folder / "reference.json"
         build = ["baseline", "build", "--model", "fraud", "--output", str(reference_path)]
-        _cpu_seconds(None, [*build, str(sample_path)], folder / "build.out")
+        _cpu_seconds(THIS_CHECKOUT, [*build, str(sample_path)], folder / "build.out")
         backtest = ["backtest", "--no-progress", "--reference", str(reference_path)]
         floor_seconds = min(_floor_seconds(events_path) for _ in range(arguments.repeats))
         per_event = dict.fromkeys(trees, float("inf"))
