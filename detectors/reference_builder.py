@@ -347,7 +347,7 @@ class ReferenceCounter:
         self.reference = reference
         self.events = 0
         self._counts = {
-            item.name: np.zeros(item.bin_count, dtype=np.int64) for item in _items(reference)
+            item.name: np.zeros(item.bin_count, dtype=np.int64) for item in reference.items
         }
 
     def add(self, events: Iterable[InferenceEvent]) -> int:
@@ -386,11 +386,6 @@ class ReferenceCounter:
             source=reference.source,
             events=self.events,
         )
-
-
-def _items(reference: Reference) -> list[FeatureReference]:
-    outputs = (reference.prediction, reference.confidence)
-    return [*reference.features, *(item for item in outputs if item is not None)]
 
 
 def _with_counts(

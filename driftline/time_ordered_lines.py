@@ -382,15 +382,15 @@ def _merged(streams: list[Iterator[LineBlock]]) -> Iterator[LineBlock]:
     open_streams = set(range(len(streams)))
 
     def read_more(index: int) -> None:
-        block = next(streams[index], None)
-        if block is None:
-            open_streams.discard(index)
-        else:
+        """Read the stream's next lines (past empty blocks), or close it at its end."""
+        while (block := next(streams[index], None)) is not None:
             pending[index] = LineBlock.joined([pending[index], block])
+            if len(block):
+                return
+        open_streams.discard(index)
 
     for index in range(len(streams)):
-        while index in open_streams and not len(pending[index]):
-            read_more(index)
+        read_more(index)
     while open_streams:
         horizon = min(int(pending[index].times_ms[-1]) for index in open_streams)
         known = []
@@ -401,8 +401,6 @@ def _merged(streams: list[Iterator[LineBlock]]) -> Iterator[LineBlock]:
         yield from _sorted(known)
         for index in [index for index in open_streams if pending[index].times_ms[-1] == horizon]:
             read_more(index)
-            while index in open_streams and not len(pending[index]):
-                read_more(index)
     yield from _sorted(pending)
 
 
