@@ -12,16 +12,21 @@ time, in order) and a reference built from the first 100,000, then measures on t
   runs;
 - ``ratio_to_floor``: backtest / floor, the figure to compare between runs on a shared machine.
 
+``--gzip`` measures the same events as a gzip-compressed file (as an object-store sink exports
+them); the floor still reads the plain file, so the ratio includes decompressing it (twice: once
+to check its order, once to replay it).
+
 ``--compare-with TREE`` also runs the backtest from another checkout of driftline (for example
 ``git worktree add /tmp/before main~3``), interleaved with this one's runs, and reports both and
 ``speedup`` (before / now). Both must print the same transitions and summary (``same_output``).
 
-    python bench/backtest_speed.py [--events 300000] [--repeats 3] [--compare-with TREE]
+    python bench/backtest_speed.py [--events 300000] [--repeats 3] [--gzip] [--compare-with TREE]
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -98,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gzip", action="store_true", help="replay a gzip-compressed file")
     parser.add_argument("--compare-with", type=Path, metavar="TREE")
     arguments = parser.parse_args()
     trees = {"now": THIS_CHECKOUT}
@@ -107,6 +113,12 @@ def main() -> None:
         folder = Path(folder_name)
         events_path, first_path, sample_path = _write_files(folder, arguments.events)
         file_mb = round(events_path.stat().st_size / 2**20, 1)
+        replayed_path, gzip_mb = events_path, None
+        if arguments.gzip:
+            replayed_path = folder / "events.jsonl.gz"
+            with events_path.open("rb") as plain, gzip.open(replayed_path, "wb", 6) as compressed:
+                compressed.writelines(plain)
+            gzip_mb = round(replayed_path.stat().st_size / 2**20, 1)
         reference_path = folder / "reference.json"
         build = ["baseline", "build", "--model", "fraud", "--output", str(reference_path)]
         _cpu_seconds(THIS_CHECKOUT, [*build, str(sample_path)], folder / "build.out")
@@ -118,13 +130,14 @@ def main() -> None:
             for name, tree in trees.items():
                 output_path = folder / f"{name}.out"
                 start_up = _cpu_seconds(tree, [*backtest, str(first_path)], output_path)
-                whole = _cpu_seconds(tree, [*backtest, str(events_path)], output_path)
+                whole = _cpu_seconds(tree, [*backtest, str(replayed_path)], output_path)
                 per_event[name] = min(per_event[name], (whole - start_up) / arguments.events)
                 digests[name] = hashlib.sha256(output_path.read_bytes()).hexdigest()
     floor = floor_seconds / arguments.events
     result: dict[str, Any] = {
         "events": arguments.events,
         "file_mb": file_mb,
+        "gzip_mb": gzip_mb,
         "floor_us_per_event": round(floor * 1e6, 2),
         "backtest_us_per_event": round(per_event["now"] * 1e6, 2),
         "ratio_to_floor": round(per_event["now"] / floor, 2),

@@ -252,6 +252,13 @@ def test_a_damaged_compressed_file_is_an_os_error_naming_it(tmp_path: Path) -> N
     ):
         pytest.fail("opening reads every line once, so a damaged file fails before a replay")
     assert raised.value.filename == str(path)
+    # A valid header, then a corrupt deflate stream: the decompressor's own error, not gzip's.
+    corrupt = bytearray(gzip.compress(b"".join(_lines(2_000, 9))))
+    corrupt[40:60] = bytes(byte ^ 0xFF for byte in corrupt[40:60])
+    path.write_bytes(bytes(corrupt))
+    with pytest.raises(OSError, match="damaged gzip data") as raised:
+        list(nonblank_lines(path))
+    assert raised.value.errno == errno.EIO and raised.value.filename == str(path)
 
 
 def test_a_file_with_no_times_and_an_empty_file(
