@@ -140,14 +140,12 @@ class AlertingStep:
     def _work(self) -> None:
         while True:
             work = self._queue.get()
+            if work is None:
+                return
             try:
-                if work is None:
-                    return
                 self._dispatch(work)
             except Exception:  # the worker must outlive any one failure
                 log.exception("alert dispatch failed")
-            finally:
-                self._queue.task_done()
 
     def _dispatch(self, work: _Work) -> None:
         for notifier in self.notifiers:
@@ -165,10 +163,6 @@ class AlertingStep:
                 log.exception(
                     "rollback of %s %s failed before a decision", request.model, request.version
                 )
-
-    def drain(self) -> None:
-        """Wait until everything queued so far is dispatched."""
-        self._queue.join()
 
     def close(self) -> None:
         self._queue.put(None)

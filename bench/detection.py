@@ -111,7 +111,6 @@ class Scenario:
     mean: Callable[[np.ndarray], np.ndarray]  # seconds since start -> (n, FEATURES) means
     spread: Callable[[np.ndarray], np.ndarray]
     categorical: bool = False
-    abrupt: bool = True
     shift_sd: float = 0.0  # abrupt mean shifts: their size, for the optimal-detector bound
 
 
@@ -149,7 +148,6 @@ def _gradual() -> Scenario:
         600 + 3600,
         mean,
         lambda seconds: np.ones((len(seconds), FEATURES)),
-        abrupt=False,
     )
 
 
@@ -167,7 +165,6 @@ def _variance() -> Scenario:
         1200,
         lambda seconds: np.zeros((len(seconds), FEATURES)),
         spread,
-        abrupt=False,
     )
 
 
@@ -181,7 +178,6 @@ def _categorical() -> Scenario:
         lambda seconds: np.zeros((len(seconds), FEATURES)),
         lambda seconds: np.ones((len(seconds), FEATURES)),
         categorical=True,
-        abrupt=False,
     )
 
 

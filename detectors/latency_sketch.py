@@ -49,7 +49,6 @@ class LogBucketMapping:
         self.minimum_ms = minimum_ms
         self.gamma = (1 + relative_accuracy) / (1 - relative_accuracy)
         self._log_gamma = math.log(self.gamma)
-        self.lowest_index = math.ceil(math.log(minimum_ms) / self._log_gamma)
 
     def bucket_of(self, values_ms: npt.NDArray[np.float64]) -> npt.NDArray[np.int64]:
         """Bucket index of each value (values must be finite and >= 0)."""

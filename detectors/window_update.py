@@ -214,10 +214,6 @@ class WindowUpdate:
     """``(event_id, record, expire-at ms, event ms)`` of shadow predictions: written beside the
     join records, under their own keys, and indexed by time for the rollout gate."""
 
-    @property
-    def is_empty(self) -> bool:
-        return not self.buckets and not self.totals
-
 
 def partition_ranges(partitions: npt.NDArray[np.int32], offsets: IntArray) -> list[PartitionRange]:
     ranges = []

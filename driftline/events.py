@@ -44,7 +44,6 @@ __all__ = [
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
 
 Deployment = Literal["stable", "canary", "shadow"]
-DEPLOYMENTS: tuple[Deployment, ...] = ("stable", "canary", "shadow")
 
 _EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 # Checked after decoding (:func:`_misnamed`) rather than by msgspec, which would run both
