@@ -125,7 +125,7 @@ class TimeOrderedLines:
     blocks: Callable[[], Iterator[LineBlock]]
 
     def __iter__(self) -> Iterator[TimedLine]:
-        return chain.from_iterable(block.timed_lines() for block in self.blocks())
+        return _timed_lines(self.blocks())
 
     def __len__(self) -> int:
         return self.count
@@ -193,7 +193,7 @@ def _scan(path: Path, time_of: TimeOf, hold_budget_bytes: int) -> _Scan:
     for chunk in nonblank_line_chunks(path):
         block = LineBlock.read(chunk, time_of)
         scan.count += len(block)
-        scan.memory_bytes += sum(map(len, chunk)) + _LINE_OVERHEAD_BYTES * len(chunk)
+        scan.memory_bytes += _memory_bytes(chunk)
         timed = block.times_ms >= 0
         times = block.times_ms[timed]
         if len(times) < len(block) and scan.in_order:
@@ -203,7 +203,7 @@ def _scan(path: Path, time_of: TimeOf, hold_budget_bytes: int) -> _Scan:
                 untimed = untimed[untimed > np.argmax(timed)] if len(times) else untimed[:0]
             held = [chunk[position] for position in untimed.tolist()]
             scan.held += held
-            scan.held_bytes += sum(map(len, held)) + _LINE_OVERHEAD_BYTES * len(held)
+            scan.held_bytes += _memory_bytes(held)
             scan.in_order = scan.held_bytes <= hold_budget_bytes
         if not len(times):
             continue
@@ -224,6 +224,11 @@ class _Source:
     read: Callable[[], Iterator[LineBlock]]
     run_path: Path | None = None
     """The run's file, removed once merged into a bigger run; None for an input file."""
+
+
+def _memory_bytes(lines: Sequence[bytes]) -> int:
+    """What ``lines`` cost held in memory."""
+    return sum(map(len, lines)) + _LINE_OVERHEAD_BYTES * len(lines)
 
 
 def _read_blocks(path: Path, time_of: TimeOf) -> Iterator[LineBlock]:
@@ -303,13 +308,12 @@ def _write_sorted_runs(
     runs: list[Path] = []
     run: list[TimedLine] = []
     run_bytes = 0
-    for block in blocks:
-        for item in block.timed_lines():
-            run.append(item)
-            run_bytes += len(item[1]) + _LINE_OVERHEAD_BYTES
-            if run_bytes >= sort_memory_bytes:
-                runs.append(_write_run(run, folder / f"{prefix}-{len(runs):06d}"))
-                run, run_bytes = [], 0
+    for item in _timed_lines(blocks):
+        run.append(item)
+        run_bytes += len(item[1]) + _LINE_OVERHEAD_BYTES
+        if run_bytes >= sort_memory_bytes:
+            runs.append(_write_run(run, folder / f"{prefix}-{len(runs):06d}"))
+            run, run_bytes = [], 0
     if run:
         runs.append(_write_run(run, folder / f"{prefix}-{len(runs):06d}"))
     return runs
@@ -324,7 +328,7 @@ def _merge_in_passes(sources: list[_Source], folder: Path) -> list[_Source]:
         for first in range(0, len(sources), MAX_RUNS_MERGED):
             group = sources[first : first + MAX_RUNS_MERGED]
             path = folder / f"merged-{merge_pass}-{len(merged):06d}"
-            records = chain.from_iterable(block.timed_lines() for block in _merge(group))
+            records = _timed_lines(_merge(group))
             merged.append(_Source(partial(_read_run, _write_records(records, path)), path))
             for done in group:
                 if done.run_path is not None:
@@ -356,6 +360,10 @@ def _read_records(path: Path) -> Iterator[TimedLine]:
         while header := file.read(header_size):
             time_ms, length = _RECORD_HEADER.unpack(header)
             yield time_ms, file.read(length)
+
+
+def _timed_lines(blocks: Iterable[LineBlock]) -> Iterator[TimedLine]:
+    return chain.from_iterable(block.timed_lines() for block in blocks)
 
 
 def _blocks_of(timed_lines: Iterator[TimedLine]) -> Iterator[LineBlock]:
