@@ -12,15 +12,16 @@ time, in order) and a reference built from the first 100,000, then measures on t
   runs;
 - ``ratio_to_floor``: backtest / floor, the figure to compare between runs on a shared machine.
 
-``--gzip`` measures the same events as a gzip-compressed file (as an object-store sink exports
-them); the floor still reads the plain file, so the ratio includes decompressing it (twice: once
-to check its order, once to replay it).
+``--compression gzip`` (or ``zstd``) measures the same events as a compressed file (as an
+object-store sink exports them); the floor still reads the plain file, so the ratio includes
+decompressing it (twice: once to check its order, once to replay it).
 
 ``--compare-with TREE`` also runs the backtest from another checkout of driftline (for example
 ``git worktree add /tmp/before main~3``), interleaved with this one's runs, and reports both and
 ``speedup`` (before / now). Both must print the same transitions and summary (``same_output``).
 
-    python bench/backtest_speed.py [--events 300000] [--repeats 3] [--gzip] [--compare-with TREE]
+    python bench/backtest_speed.py [--events 300000] [--repeats 3] [--compression gzip|zstd]
+        [--compare-with TREE]
 """
 
 from __future__ import annotations
@@ -34,18 +35,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from driftline.line_files import zstd
 from driftline.synthetic import TrafficSpec, synthetic_events
 
 START_MS = 1_700_000_000_000
 RATE_PER_S = 1_000.0
 REFERENCE_EVENTS = 100_000
 THIS_CHECKOUT = Path(__file__).resolve().parent.parent
+# Each at its command-line tool's default level (``gzip -6``, ``zstd -3``).
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gzip": lambda data: gzip.compress(data, 6),
+    "zstd": lambda data: zstd.compress(data, 3),
+}
 
 
 def _write_files(folder: Path, count: int) -> tuple[Path, Path, Path]:
@@ -95,7 +103,8 @@ def _cpu_seconds(tree: Path, arguments: list[str], output_path: Path) -> float:
         _, status, usage = os.wait4(process.pid, 0)
     assert process.stderr is not None
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"driftline {' '.join(arguments)} failed:\n{process.stderr.read()}")
+        errors = process.stderr.read().decode()
+        raise SystemExit(f"driftline {' '.join(arguments)} failed:\n{errors}")
     return usage.ru_utime + usage.ru_stime
 
 
@@ -103,7 +112,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--gzip", action="store_true", help="replay a gzip-compressed file")
+    parser.add_argument(
+        "--compression", choices=sorted(COMPRESSORS), help="replay a compressed file"
+    )
     parser.add_argument("--compare-with", type=Path, metavar="TREE")
     arguments = parser.parse_args()
     trees = {"now": THIS_CHECKOUT}
@@ -113,12 +124,12 @@ def main() -> None:
         folder = Path(folder_name)
         events_path, first_path, sample_path = _write_files(folder, arguments.events)
         file_mb = round(events_path.stat().st_size / 2**20, 1)
-        replayed_path, gzip_mb = events_path, None
-        if arguments.gzip:
-            replayed_path = folder / "events.jsonl.gz"
-            with events_path.open("rb") as plain, gzip.open(replayed_path, "wb", 6) as compressed:
-                compressed.writelines(plain)
-            gzip_mb = round(replayed_path.stat().st_size / 2**20, 1)
+        replayed_path, compressed_mb = events_path, None
+        if arguments.compression is not None:
+            replayed_path = folder / f"events.jsonl.{arguments.compression}"
+            compress = COMPRESSORS[arguments.compression]
+            replayed_path.write_bytes(compress(events_path.read_bytes()))
+            compressed_mb = round(replayed_path.stat().st_size / 2**20, 1)
         reference_path = folder / "reference.json"
         build = ["baseline", "build", "--model", "fraud", "--output", str(reference_path)]
         _cpu_seconds(THIS_CHECKOUT, [*build, str(sample_path)], folder / "build.out")
@@ -137,7 +148,8 @@ def main() -> None:
     result: dict[str, Any] = {
         "events": arguments.events,
         "file_mb": file_mb,
-        "gzip_mb": gzip_mb,
+        "compression": arguments.compression,
+        "compressed_mb": compressed_mb,
         "floor_us_per_event": round(floor * 1e6, 2),
         "backtest_us_per_event": round(per_event["now"] * 1e6, 2),
         "ratio_to_floor": round(per_event["now"] / floor, 2),

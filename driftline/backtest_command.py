@@ -91,8 +91,8 @@ def backtest(
     progress: bool | None,
     events_paths: tuple[Path, ...],
 ) -> None:
-    """Replay EVENTS_PATHS (JSON lines, plain or gzip; several files are replayed together) at
-    event time; print drift transitions, then a summary.
+    """Replay EVENTS_PATHS (JSON lines, plain, gzip or zstd; several files are replayed together)
+    at event time; print drift transitions, then a summary.
 
     Output (stdout), one JSON object per line: {"kind": "drift", "model", "version",
     "deployment", "segment", "feature", "state": "drifted"|"ok", "at" (event time, epoch ms),
@@ -174,7 +174,7 @@ def _open_lines(
             TimeOrderedLines.open(paths, time_of, sort_memory_bytes=sort_memory_mb * 2**20)
         )
     except OSError as error:
-        # Reading a file (damaged gzip data), or writing sorted runs (a full or missing TMPDIR):
-        # the error names the file or folder.
+        # Reading a file (damaged compressed data), or writing sorted runs (a full or missing
+        # TMPDIR): the error names the file or folder.
         where = error.filename if error.filename is not None else ", ".join(map(str, paths))
         raise click.ClickException(f"{where}: cannot read or sort: {error.strerror}") from None

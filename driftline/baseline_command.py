@@ -109,8 +109,8 @@ def build(
     to_store: bool,
     events_paths: tuple[Path, ...],
 ) -> None:
-    """Build a reference from JSONL event files, plain or gzip-compressed (events of other
-    models are skipped)."""
+    """Build a reference from JSONL event files, plain, gzip or zstd (events of other models are
+    skipped)."""
     from detectors.reference import ReferenceFormatError
     from detectors.reference_builder import ReferenceBuilder, ReferenceCounter
     from driftline.events import InferenceEvent, decode_event

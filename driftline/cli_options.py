@@ -59,4 +59,4 @@ event_files_argument = click.argument(
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     callback=each_file_once,
 )
-"""Recorded events: JSON-lines files, plain or gzip-compressed (``driftline.line_files``)."""
+"""Recorded events: JSON-lines files, plain, gzip or zstd (``driftline.line_files``)."""

@@ -1,10 +1,14 @@
-"""Reading JSON-lines files, plain or gzip-compressed: recorded traffic for backtest and baseline.
+"""Reading JSON-lines files, plain or compressed (gzip, zstd): recorded traffic for backtest and
+baseline.
 
-Recorded traffic is usually exported compressed (an object-store sink writes ``.json.gz``), so a
-file that starts with gzip's magic bytes is read as gzip, whatever its name. It is decompressed
-with ISA-L (``isal.igzip``, the standard library's ``gzip`` interface and errors): less than half
-the cost of ``gzip`` a line, and backtest reads each file twice. A damaged or truncated compressed
-file is an :class:`OSError`, as an unreadable plain file is, so callers handle both in one place.
+Recorded traffic is usually exported compressed (an object-store sink writes ``.json.gz`` or
+``.json.zst``), so a file is read by what its first bytes say, whatever its name. gzip is
+decompressed with ISA-L (``isal.igzip``, the standard library's ``gzip`` interface and errors):
+less than half the cost of ``gzip`` a line, and backtest reads each file twice. zstd is read
+through Python's own ``compression.zstd`` (the ``backports.zstd`` package before Python 3.14),
+which, unlike the ``zstandard`` package, says when a file ends inside a frame. A damaged or
+truncated compressed file is an :class:`OSError`, as an unreadable plain file is, so callers
+handle both in one place.
 """
 
 from __future__ import annotations
@@ -12,57 +16,92 @@ from __future__ import annotations
 import errno
 import gzip
 import io
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import cast
+from typing import BinaryIO, cast
 
 from isal import igzip, isal_zlib
 
-__all__ = ["is_compressed", "nonblank_line_chunks", "nonblank_lines"]
+if sys.version_info >= (3, 14):
+    from compression import zstd
+else:
+    from backports import zstd
 
-_GZIP_MAGIC = b"\x1f\x8b"
-# GzipFile hands lines out of a small buffer; a larger one halves the cost of a line. Also the
-# size of a chunk of lines.
+# ``zstd`` is this Python's zstd module, for callers that write zstd files (tests, benches).
+__all__ = ["is_compressed", "nonblank_line_chunks", "nonblank_lines", "zstd"]
+
+# The decompressing files hand lines out of a small buffer; a larger one halves the cost of a
+# line (measured for gzip). Also the size of a chunk of lines.
 _READ_BUFFER_BYTES = 1024 * 1024
-# A corrupt deflate stream. (isal's stubs declare this class as an instance of Exception.)
-_CORRUPT_DEFLATE = cast("type[Exception]", isal_zlib.error)
 
 
-def is_compressed(path: Path) -> bool:
-    """Whether the file at ``path`` is gzip-compressed (its size then says little of its lines).
+@dataclass(frozen=True)
+class _Compression:
+    name: str
+    magic: bytes
+    open: Callable[[BinaryIO], io.BufferedIOBase]
+    # What the decompressor raises for damaged data: EOFError is how both say "truncated", and
+    # none of these is an OSError.
+    errors: tuple[type[Exception], ...]
+
+
+_COMPRESSIONS = (
+    _Compression(
+        "gzip",
+        b"\x1f\x8b",
+        lambda raw: igzip.GzipFile(fileobj=raw),  # type: ignore[no-untyped-call]  # untyped __init__
+        # isal's stubs declare its error class as an instance of Exception. (igzip raises the
+        # standard library's BadGzipFile for what is not gzip.)
+        (EOFError, cast("type[Exception]", isal_zlib.error), gzip.BadGzipFile),
+    ),
+    _Compression("zstd", b"\x28\xb5\x2f\xfd", zstd.ZstdFile, (EOFError, zstd.ZstdError)),
+)
+
+
+def _compression(path: Path) -> _Compression | None:
+    """How the file at ``path`` is compressed, by its first bytes; None for plain lines.
 
     A pipe (``backtest <(zcat ...)``) can be read only once, so it is not looked into: it is
     taken as plain lines.
     """
     if not path.is_file():
-        return False
+        return None
     with path.open("rb") as file:
-        return file.read(len(_GZIP_MAGIC)) == _GZIP_MAGIC
+        start = file.read(max(len(known.magic) for known in _COMPRESSIONS))
+    return next((known for known in _COMPRESSIONS if start.startswith(known.magic)), None)
+
+
+def is_compressed(path: Path) -> bool:
+    """Whether the file at ``path`` is compressed (its size then says little of its lines)."""
+    return _compression(path) is not None
 
 
 def nonblank_lines(path: Path) -> Iterator[bytes]:
-    """The file's lines, with their line ends, skipping blank ones; gzip is decompressed."""
+    """The file's lines, with their line ends, skipping blank ones; decompressed if need be."""
     return chain.from_iterable(nonblank_line_chunks(path))
 
 
 def nonblank_line_chunks(path: Path) -> Iterator[list[bytes]]:
     """:func:`nonblank_lines` about a megabyte at a time: for callers that work a batch at a time,
     without a Python step per line."""
-    compressed = is_compressed(path)
+    compression = _compression(path)
     with path.open("rb", buffering=_READ_BUFFER_BYTES) as raw:
-        file = (
-            io.BufferedReader(
-                igzip.GzipFile(fileobj=raw),  # type: ignore[no-untyped-call]  # untyped __init__
-                buffer_size=_READ_BUFFER_BYTES,
-            )
-            if compressed
-            else raw
+        if compression is None:
+            yield from _chunks(raw)
+            return
+        decompressed = io.BufferedReader(
+            cast("io.RawIOBase", compression.open(raw)), buffer_size=_READ_BUFFER_BYTES
         )
         try:
-            while chunk := file.readlines(_READ_BUFFER_BYTES):
-                yield [line for line in chunk if not line.isspace()]
-        except (EOFError, _CORRUPT_DEFLATE, gzip.BadGzipFile) as error:
-            # EOFError is how gzip says "truncated"; neither it nor a corrupt deflate stream's
-            # error is an OSError. (igzip raises the standard library's BadGzipFile.)
-            raise OSError(errno.EIO, f"damaged gzip data ({error})", str(path)) from error
+            yield from _chunks(decompressed)
+        except compression.errors as error:
+            message = f"damaged {compression.name} data ({error})"
+            raise OSError(errno.EIO, message, str(path)) from error
+
+
+def _chunks(file: BinaryIO) -> Iterator[list[bytes]]:
+    while chunk := file.readlines(_READ_BUFFER_BYTES):
+        yield [line for line in chunk if not line.isspace()]

@@ -2,8 +2,8 @@
 
 ``driftline backtest`` replays recorded traffic in event-time order, and last month's traffic
 does not fit in memory (held as Python objects, a 600-byte event costs about 800 bytes). It comes
-as one file or several (a file per day, or per topic partition), plain or gzip-compressed
-(:mod:`driftline.line_files`). The files are ordered together like this:
+as one file or several (a file per day, or per topic partition), plain or compressed (gzip,
+zstd: :mod:`driftline.line_files`). The files are ordered together like this:
 
 1. Plain files of at most a quarter of ``sort_memory_bytes`` in all are read and sorted in
    memory.

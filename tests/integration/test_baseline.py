@@ -21,6 +21,7 @@ from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import KeySchema
 from driftline.cli import layout_from_config, main
 from driftline.config import Config
+from driftline.line_files import zstd
 from driftline.synthetic import TrafficSpec, synthetic_events
 from tests.conftest import write_config
 
@@ -66,12 +67,15 @@ def test_baseline_commands_round_trip_through_redis(
     reference = Reference.from_json(built.read_bytes())
     assert reference.version == "v41" and reference.events == 5_000
     assert reference.feature_names == ("f0", "f1", "f2")
-    # The same events in two files, the second gzip-compressed, build the same reference.
+    # The same events in three files, plain, gzip and zstd, build the same reference.
     content = events.read_bytes()
-    half = content.index(b"\n", len(content) // 2) + 1
-    (tmp_path / "first.jsonl").write_bytes(content[:half])
-    (tmp_path / "second.jsonl.gz").write_bytes(gzip.compress(content[half:]))
-    two_files = [str(tmp_path / "first.jsonl"), str(tmp_path / "second.jsonl.gz")]
+    third = content.index(b"\n", len(content) // 3) + 1
+    two_thirds = content.index(b"\n", 2 * len(content) // 3) + 1
+    (tmp_path / "first.jsonl").write_bytes(content[:third])
+    (tmp_path / "second.jsonl.gz").write_bytes(gzip.compress(content[third:two_thirds]))
+    (tmp_path / "third.jsonl.zst").write_bytes(zstd.compress(content[two_thirds:]))
+    names = ("first.jsonl", "second.jsonl.gz", "third.jsonl.zst")
+    three_files = [str(tmp_path / name) for name in names]
     rebuilt = tmp_path / "rebuilt.json"
     run(
         "baseline",
@@ -82,13 +86,13 @@ def test_baseline_commands_round_trip_through_redis(
         "v41",
         "--output",
         str(rebuilt),
-        *two_files,
+        *three_files,
     )
     again = Reference.from_json(rebuilt.read_bytes())
     # Edges from a sample of 500 numbers a feature, then every event counted in a second pass:
-    # the same reference whether the events come in one file or two.
+    # the same reference whether the events come in one file or three.
     sampled = []
-    for name, files in (("one", [str(events)]), ("two", two_files)):
+    for name, files in (("one", [str(events)]), ("three", three_files)):
         path = tmp_path / f"sampled-{name}.json"
         sample = ["--sample-size", "500", "--output", str(path)]
         run("baseline", "build", "--model", "fraud", "--version", "v41", *sample, *files)
@@ -96,8 +100,8 @@ def test_baseline_commands_round_trip_through_redis(
     assert sampled[0].features == sampled[1].features != reference.features
     assert sampled[0].events == 5_000
     assert [sum(feature.counts) for feature in sampled[0].features] == [5_000] * 3
-    twice = runner.invoke(main, ["baseline", "build", "--model", "fraud", *two_files[:1] * 2])
-    assert twice.exit_code == 2 and f"{two_files[0]} is given twice" in twice.output
+    twice = runner.invoke(main, ["baseline", "build", "--model", "fraud", *three_files[:1] * 2])
+    assert twice.exit_code == 2 and f"{three_files[0]} is given twice" in twice.output
     assert (again.features, again.prediction, again.confidence, again.events) == (
         reference.features,
         reference.prediction,

@@ -29,6 +29,7 @@ from driftline.backtest import Backtest
 from driftline.cli import main
 from driftline.config import Config
 from driftline.events import InferenceEvent, decode_event
+from driftline.line_files import zstd
 from driftline.synthetic import TrafficSpec, synthetic_events
 
 START_MS = 1_700_000_000_000
@@ -277,11 +278,11 @@ def test_backtest_command_output_is_byte_identical_and_independent_of_file_order
     reference_path.write_text(reference.to_json(), encoding="utf-8")
     shuffled = list(lines)
     random.Random(64).shuffle(shuffled)
-    # Three partitions' files, each in order, gzip-compressed: merged as they are read.
+    # Three partitions' files, each in order, compressed: merged as they are read.
     partitions = []
-    for number in range(3):
-        partition = tmp_path / f"partition-{number}.jsonl.gz"
-        partition.write_bytes(gzip.compress(b"".join(line + b"\n" for line in lines[number::3])))
+    for number, compress in enumerate((gzip.compress, zstd.compress, gzip.compress)):
+        partition = tmp_path / f"partition-{number}.jsonl.compressed"
+        partition.write_bytes(compress(b"".join(line + b"\n" for line in lines[number::3])))
         partitions.append(str(partition))
     runner = CliRunner()
     outputs = []

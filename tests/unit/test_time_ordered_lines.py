@@ -1,8 +1,8 @@
 """TimeOrderedLines: JSON-lines files in the order of a stable sort by time, in bounded memory.
 
 Every way of reading files (already in order, sorted in memory, sorted in runs on disk, several
-merged, plain or gzip) must give exactly the order Python's stable ``sorted`` gives on all their
-lines held in memory, one file after the other.
+merged, plain, gzip or zstd) must give exactly the order Python's stable ``sorted`` gives on all
+their lines held in memory, one file after the other.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from driftline import line_files, time_ordered_lines
 from driftline.backtest import event_time
-from driftline.line_files import nonblank_lines
+from driftline.line_files import nonblank_lines, zstd
 from driftline.time_ordered_lines import LineCursor, TimedLine, TimeOrderedLines
 
 
@@ -166,12 +166,13 @@ def test_lines_without_a_time_are_held_aside_within_one_budget_for_all_files(
     assert {path.name.split("-")[1] for path in sorted_runs_written} == {"000001"}
 
 
-def _gzip(path: Path) -> Path:
-    compressed = path.with_name(path.name + ".gz")
-    # Two gzip members, as appending to a compressed export makes: both are read.
+def _compressed(path: Path, compression: str) -> Path:
+    compress = gzip.compress if compression == "gzip" else zstd.compress
+    compressed = path.with_name(f"{path.name}.{compression}")
+    # Two gzip members or zstd frames, as appending to a compressed export makes: both are read.
     content = path.read_bytes()
     half = len(content) // 2
-    compressed.write_bytes(gzip.compress(content[:half]) + gzip.compress(content[half:]))
+    compressed.write_bytes(compress(content[:half]) + compress(content[half:]))
     path.unlink()
     return compressed
 
@@ -198,10 +199,10 @@ def test_several_files_are_read_in_the_stable_order_of_their_concatenation(
         [line for _, line in in_order[1]],
     ]
     paths = []
-    for number, content in enumerate(contents):
-        path = tmp_path / f"part-{number}.jsonl"
+    for content, compression in zip(contents, (None, None, "gzip", "zstd"), strict=True):
+        path = tmp_path / f"part-{len(paths)}.jsonl"
         path.write_bytes(b"".join(content))
-        paths.append(_gzip(path) if number >= 2 else path)
+        paths.append(path if compression is None else _compressed(path, compression))
     everything = [line for content in contents for line in content]
 
     with TimeOrderedLines.open(paths, event_time, sort_memory_bytes=sort_memory_bytes) as ordered:
@@ -259,6 +260,23 @@ def test_a_damaged_compressed_file_is_an_os_error_naming_it(tmp_path: Path) -> N
     with pytest.raises(OSError, match="damaged gzip data") as raised:
         list(nonblank_lines(path))
     assert raised.value.errno == errno.EIO and raised.value.filename == str(path)
+
+
+def test_a_damaged_zstd_file_is_an_os_error_naming_it(tmp_path: Path) -> None:
+    content = zstd.compress(b"".join(_lines(2_000, 9)))
+    corrupt = bytearray(content)
+    corrupt[40:60] = bytes(byte ^ 0xFF for byte in corrupt[40:60])
+    path = tmp_path / "events.jsonl.zst"
+    for damaged, reason in (
+        (content[:-50], "Compressed file ended before the end-of-stream marker"),
+        (content[:4], "Compressed file ended before the end-of-stream marker"),
+        (bytes(corrupt), "Unable to decompress Zstandard data"),
+        (content + b"not a frame", "Unable to decompress Zstandard data"),
+    ):
+        path.write_bytes(damaged)
+        with pytest.raises(OSError, match=f"damaged zstd data \\({reason}") as raised:
+            list(nonblank_lines(path))
+        assert raised.value.errno == errno.EIO and raised.value.filename == str(path)
 
 
 def test_a_file_with_no_times_and_an_empty_file(
