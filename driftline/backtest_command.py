@@ -98,7 +98,8 @@ def backtest(
     "deployment", "segment", "feature", "state": "drifted"|"ok", "at" (event time, epoch ms),
     "stat", "value", "threshold", "window"} for every change, then {"kind": "summary", ...}.
     The same input always gives byte-identical output. Files larger than memory are read as
-    they are replayed; one out of event-time order is sorted first, on disk if it must be.
+    they are replayed; one out of event-time order is sorted first, on disk if it must be. A
+    pipe (/dev/stdin, <(bzcat ...)) is copied to TMPDIR as it is read, then read as a file.
     """
     from alerting.drift_figures import DriftTransition
     from detectors.reference import Reference, ReferenceFormatError

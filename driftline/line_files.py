@@ -64,8 +64,8 @@ _COMPRESSIONS = (
 def _compression(path: Path) -> _Compression | None:
     """How the file at ``path`` is compressed, by its first bytes; None for plain lines.
 
-    A pipe (``backtest <(zcat ...)``) can be read only once, so it is not looked into: it is
-    taken as plain lines.
+    A pipe (``baseline build <(zcat ...)``) can be read only once, so it is not looked into: it
+    is taken as plain lines. (Backtest copies a pipe to a file first: :mod:`time_ordered_lines`.)
     """
     if not path.is_file():
         return None

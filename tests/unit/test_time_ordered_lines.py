@@ -294,17 +294,55 @@ def test_a_file_with_no_times_and_an_empty_file(
         assert list(ordered) == [] and len(ordered) == 0
 
 
-@pytest.mark.timeout(30)  # a pipe read twice waits for a second writer forever
-def test_a_pipe_is_read_once_whole(tmp_path: Path) -> None:
+def _pipe(path: Path, content: bytes) -> threading.Thread:
+    """A named pipe at ``path``, written ``content`` once by a thread (``join`` it)."""
+    os.mkfifo(path)
+    writer = threading.Thread(target=path.write_bytes, args=(content,))
+    writer.start()
+    return writer
+
+
+@pytest.mark.timeout(30)  # a pipe opened twice waits for a second writer forever
+@pytest.mark.parametrize("sort_memory_bytes", [10**9, 1], ids=["in-memory", "sorted-on-disk"])
+def test_a_pipe_is_read_once_with_the_files(
+    tmp_path: Path, temporary_root: Path, sort_memory_bytes: int
+) -> None:
+    # A file in order and a pipe out of order: with one byte of sort memory, the file is streamed
+    # (read twice), and what the pipe held is sorted on disk.
+    in_order = [line for _, line in _stable_sorted(_lines(1_000, 11))]
+    shuffled = _lines(1_000, 12)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(in_order))
+    pipe = tmp_path / "events.pipe"
+    writer = _pipe(pipe, b"".join(shuffled))
+    with TimeOrderedLines.open([path, pipe], event_time, sort_memory_bytes=sort_memory_bytes) as (
+        ordered
+    ):
+        writer.join()
+        (copies,) = temporary_root.glob("driftline-pipes-*")
+        assert list(ordered) == _stable_sorted(in_order + shuffled)
+        assert list(ordered) == _stable_sorted(in_order + shuffled), "a second pass reads the same"
+        assert len(ordered) == len(_stable_sorted(in_order + shuffled))
+    assert not copies.exists(), "the copy is removed on close"
+
+
+@pytest.mark.timeout(30)
+def test_a_compressed_pipe_is_decompressed_and_named_when_damaged(tmp_path: Path) -> None:
     lines = _lines(500, 10)
     pipe = tmp_path / "events.pipe"
-    os.mkfifo(pipe)
-    writer = threading.Thread(target=pipe.write_bytes, args=(b"".join(lines),))
-    writer.start()
-    # A pipe's size is 0, so it is read into memory once: nothing is peeked at or read twice.
+    writer = _pipe(pipe, zstd.compress(b"".join(lines)))
     with TimeOrderedLines.open([pipe], event_time, sort_memory_bytes=1) as ordered:
         assert list(ordered) == _stable_sorted(lines)
     writer.join()
+    pipe.unlink()
+    writer = _pipe(pipe, gzip.compress(b"".join(lines))[:-50])
+    with (
+        pytest.raises(OSError, match="damaged gzip data") as raised,
+        TimeOrderedLines.open([pipe], event_time, sort_memory_bytes=1),
+    ):
+        pytest.fail("the damage is found on opening")
+    writer.join()
+    assert raised.value.filename == str(pipe)
 
 
 def test_sort_memory_must_be_positive(tmp_path: Path) -> None:
