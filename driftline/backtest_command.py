@@ -146,16 +146,19 @@ def backtest(
             )
         except ConfigError as error:  # a rollout policy naming an unknown rule or class
             raise click.ClickException(str(error)) from None
-        if events.count >= PROGRESS_MIN_LINES if progress is None else progress:
-            from rich.console import Console
-            from rich.progress import Progress
+        try:
+            if events.count >= PROGRESS_MIN_LINES if progress is None else progress:
+                from rich.console import Console
+                from rich.progress import Progress
 
-            with Progress(console=Console(file=sys.stderr), transient=True) as bar:
-                name = events_paths[0].name if len(events_paths) == 1 else "the files"
-                task = bar.add_task(f"replaying {name}", total=events.count)
-                summary = replay.replay(events, lambda done: bar.update(task, completed=done))
-        else:
-            summary = replay.replay(events)
+                with Progress(console=Console(file=sys.stderr), transient=True) as bar:
+                    name = events_paths[0].name if len(events_paths) == 1 else "the files"
+                    task = bar.add_task(f"replaying {name}", total=events.count)
+                    summary = replay.replay(events, lambda done: bar.update(task, completed=done))
+            else:
+                summary = replay.replay(events)
+        except OSError as error:  # a file read again as it is replayed, changed since
+            raise _unreadable(error, [*events_paths, *labels_paths], "cannot replay") from None
     out.write(json.dumps(summary.to_dict()) + "\n")
     out.flush()
     click.echo(
@@ -176,6 +179,11 @@ def _open_lines(
         )
     except OSError as error:
         # Reading a file (damaged compressed data), or writing sorted runs (a full or missing
-        # TMPDIR): the error names the file or folder.
-        where = error.filename if error.filename is not None else ", ".join(map(str, paths))
-        raise click.ClickException(f"{where}: cannot read or sort: {error.strerror}") from None
+        # TMPDIR).
+        raise _unreadable(error, paths, "cannot read or sort") from None
+
+
+def _unreadable(error: OSError, paths: Sequence[Path], doing: str) -> click.ClickException:
+    """The error, naming its file or folder, or else every path."""
+    where = error.filename if error.filename is not None else ", ".join(map(str, paths))
+    return click.ClickException(f"{where}: {doing}: {error.strerror}")

@@ -12,7 +12,8 @@ zstd: :mod:`driftline.line_files`). The files are ordered together like this:
    export). Lines without a time go first: those found after a line with a time are kept aside
    in memory, so a few malformed lines do not put a file out of order.
 3. If every file is in order, each is read again, a megabyte at a time, as the replay goes, and
-   the files are merged: nothing is held.
+   the files are merged: nothing is held. A file read again must have as many lines as its scan
+   counted, or it is an :class:`OSError` (it changed in between: still being written).
 4. Otherwise, if the lines fit in ``sort_memory_bytes``, they are sorted in memory.
 5. Otherwise a file in order is read as in 3, and one out of order is cut into runs of at most
    ``sort_memory_bytes``, each sorted in memory and written to a temporary folder. This needs
@@ -34,6 +35,7 @@ skipped.
 
 from __future__ import annotations
 
+import errno
 import shutil
 import struct
 import tempfile
@@ -242,14 +244,26 @@ def _read_blocks(path: Path, time_of: TimeOf) -> Iterator[LineBlock]:
     return (LineBlock.read(chunk, time_of) for chunk in nonblank_line_chunks(path) if chunk)
 
 
-def _read_in_order(path: Path, time_of: TimeOf, held: list[bytes]) -> Iterator[LineBlock]:
+def _read_again(path: Path, time_of: TimeOf, scan: _Scan) -> Iterator[LineBlock]:
+    """The file's lines, read after its scan. :class:`OSError` at the end if there are not as
+    many as the scan counted: the file changed in between (still being written, or replaced)."""
+    count = 0
+    for block in _read_blocks(path, time_of):
+        count += len(block)
+        yield block
+    if count != scan.count:
+        message = f"changed while being read: {scan.count:,} lines at first, {count:,} now"
+        raise OSError(errno.EIO, message, str(path))
+
+
+def _read_in_order(path: Path, time_of: TimeOf, scan: _Scan) -> Iterator[LineBlock]:
     """A file whose lines with a time are in order. The lines without one that came after the
     first line with one were held aside by the scan: they join those before it (time -1 is the
     lowest), and are skipped where they stand."""
-    blocks = _read_blocks(path, time_of)
-    if not held:
+    blocks = _read_again(path, time_of, scan)
+    if not scan.held:
         return blocks
-    return _with_held_lines(blocks, held)
+    return _with_held_lines(blocks, scan.held)
 
 
 def _with_held_lines(blocks: Iterator[LineBlock], held: list[bytes]) -> Iterator[LineBlock]:
@@ -328,9 +342,9 @@ def _open_files(
         sources: list[_Source] = []
         for number, (path, scan) in enumerate(zip(paths, scans, strict=True)):
             if scan.in_order:
-                sources.append(_Source(partial(_read_in_order, path, time_of, scan.held)))
+                sources.append(_Source(partial(_read_in_order, path, time_of, scan)))
             else:
-                blocks = _read_blocks(path, time_of)
+                blocks = _read_again(path, time_of, scan)
                 runs = _write_sorted_runs(blocks, folder, f"run-{number:06d}", sort_memory_bytes)
                 sources += [_Source(partial(_read_run, run), run) for run in runs]
         if len(sources) > MAX_RUNS_MERGED:

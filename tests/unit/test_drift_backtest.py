@@ -27,6 +27,7 @@ from alerting import metric_names as names
 from alerting.drift_figures import DriftTransition
 from detectors.reference import Reference
 from detectors.reference_builder import ReferenceBuilder
+from driftline import time_ordered_lines
 from driftline.backtest import Backtest
 from driftline.cli import main
 from driftline.config import Config
@@ -388,6 +389,29 @@ def test_backtest_command_says_when_it_cannot_sort_a_file(
     assert f"{tmp_path / 'no-such-folder'}/driftline-sort-" in result.output
     assert ": cannot read or sort: No such file or directory" in result.output
     assert '"kind"' not in result.output, "nothing is replayed"
+
+
+def test_backtest_command_names_a_file_that_changes_while_it_is_replayed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = normal_stream(5_000, start_ms=START_MS, rate_per_s=50, seed=84, features=5)
+    events = _write(tmp_path / "events.jsonl", lines[:4_000])  # 1.7 MB: streamed, read twice
+    scan = time_ordered_lines._scan
+
+    def scan_then_append(path: Path, *arguments: Any) -> Any:
+        scanned = scan(path, *arguments)
+        with path.open("ab") as file:  # as an export still being written
+            file.writelines(line + b"\n" for line in lines[4_000:])
+        return scanned
+
+    monkeypatch.setattr(time_ordered_lines, "_scan", scan_then_append)
+    result = CliRunner().invoke(main, ["backtest", "--sort-memory-mb", "1", str(events)])
+    assert result.exit_code == 1
+    assert (
+        f"{events}: cannot replay: changed while being read: 4,000 lines at first, 5,000 now"
+        in result.output
+    )
+    assert '"kind": "summary"' not in result.output
 
 
 def test_backtest_command_names_a_damaged_compressed_file(tmp_path: Path) -> None:

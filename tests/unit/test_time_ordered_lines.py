@@ -12,9 +12,11 @@ import gzip
 import math
 import os
 import random
+import re
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -277,6 +279,44 @@ def test_a_damaged_zstd_file_is_an_os_error_naming_it(tmp_path: Path) -> None:
         with pytest.raises(OSError, match=f"damaged zstd data \\({reason}") as raised:
             list(nonblank_lines(path))
         assert raised.value.errno == errno.EIO and raised.value.filename == str(path)
+
+
+@pytest.fixture
+def appended_after_the_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file gets one line more just after its scan, as a file still being written does."""
+    scan = time_ordered_lines._scan
+
+    def scan_then_append(path: Path, *arguments: Any) -> Any:
+        scanned = scan(path, *arguments)
+        with path.open("ab") as file:
+            file.write(b'{"ts": 99999999}\n')
+        return scanned
+
+    monkeypatch.setattr(time_ordered_lines, "_scan", scan_then_append)
+
+
+@pytest.mark.usefixtures("appended_after_the_scan")
+def test_a_file_changed_between_the_scan_and_the_replay_is_an_os_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    lines = _stable_sorted(_lines(1_000, 13))
+    in_order = tmp_path / "in-order.jsonl"
+    in_order.write_bytes(b"".join(line for _, line in lines))
+    # Streamed as the replay goes: the change is found when the file is read to its end.
+    changed = f"changed while being read: {len(lines):,} lines at first, {len(lines) + 1:,} now"
+    with TimeOrderedLines.open([in_order], event_time, sort_memory_bytes=1) as ordered:
+        with pytest.raises(OSError, match=re.escape(changed)) as raised:
+            list(ordered)
+        assert raised.value.errno == errno.EIO and raised.value.filename == str(in_order)
+    # Sorted on disk when opened: the change is found then.
+    shuffled = tmp_path / "shuffled.jsonl"
+    shuffled.write_bytes(b"".join(_lines(1_000, 14)))
+    with (
+        pytest.raises(OSError, match="changed while being read") as raised,
+        TimeOrderedLines.open([shuffled], event_time, sort_memory_bytes=1),
+    ):
+        pytest.fail("the file is sorted on opening")
+    assert raised.value.filename == str(shuffled)
 
 
 def test_a_file_with_no_times_and_an_empty_file(
