@@ -42,7 +42,7 @@ _READ_BUFFER_BYTES = 1024 * 1024
 class _Compression:
     name: str
     magic: bytes
-    open: Callable[[BinaryIO], io.BufferedIOBase]
+    decompressed: Callable[[BinaryIO], io.BufferedIOBase]
     # What the decompressor raises for damaged data: EOFError is how both say "truncated", and
     # none of these is an OSError.
     errors: tuple[type[Exception], ...]
@@ -92,8 +92,9 @@ def nonblank_line_chunks(path: Path) -> Iterator[list[bytes]]:
         if compression is None:
             yield from _chunks(raw)
             return
+        # BufferedReader reads any stream with readinto; its stubs ask for a raw one.
         decompressed = io.BufferedReader(
-            cast("io.RawIOBase", compression.open(raw)), buffer_size=_READ_BUFFER_BYTES
+            cast("io.RawIOBase", compression.decompressed(raw)), buffer_size=_READ_BUFFER_BYTES
         )
         try:
             yield from _chunks(decompressed)
