@@ -360,9 +360,10 @@ def test_a_pipe_is_read_once_with_the_files(
     ):
         writer.join()
         (copies,) = temporary_root.glob("driftline-pipes-*")
-        assert list(ordered) == _stable_sorted(in_order + shuffled)
-        assert list(ordered) == _stable_sorted(in_order + shuffled), "a second pass reads the same"
-        assert len(ordered) == len(_stable_sorted(in_order + shuffled))
+        expected = _stable_sorted(in_order + shuffled)
+        assert list(ordered) == expected
+        assert list(ordered) == expected, "a second pass reads the same"
+        assert len(ordered) == len(expected)
     assert not copies.exists(), "the copy is removed on close"
 
 
