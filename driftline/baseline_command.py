@@ -110,11 +110,12 @@ def build(
     events_paths: tuple[Path, ...],
 ) -> None:
     """Build a reference from JSONL event files, plain, gzip or zstd (events of other models are
-    skipped)."""
+    skipped). A pipe (/dev/stdin, <(bzcat ...)) is copied to TMPDIR as it is read, then read as
+    a file."""
     from detectors.reference import ReferenceFormatError
     from detectors.reference_builder import ReferenceBuilder, ReferenceCounter
     from driftline.events import InferenceEvent, decode_event
-    from driftline.line_files import nonblank_lines
+    from driftline.line_files import nonblank_lines, pipes_copied
 
     config = _load_config(config_path)
     if output_path is None and not to_store:
@@ -130,12 +131,12 @@ def build(
         sample_size=sample_size,
     )
 
-    def batches() -> Iterator[tuple[list[InferenceEvent], int]]:
+    def batches(files: list[Path]) -> Iterator[tuple[list[InferenceEvent], int]]:
         """The events, 10,000 lines at a time (a file larger than memory is read, not held),
         with how many lines of each batch were not events."""
-        for path in events_paths:
+        for path, file in zip(events_paths, files, strict=True):
             try:
-                lines = nonblank_lines(path)
+                lines = nonblank_lines(file)
                 while chunk := list(islice(lines, 10_000)):
                     decoded = [decode_event(line) for line in chunk]
                     events = [event for event in decoded if isinstance(event, InferenceEvent)]
@@ -144,29 +145,26 @@ def build(
                 raise click.ClickException(f"{path}: cannot read: {error.strerror}") from None
 
     invalid = 0
-    for events, not_events in batches():
-        builder.add(events)
-        invalid += not_events
     try:
-        reference = builder.build(
-            created_at_ms=time.time_ns() // 1_000_000,
-            source=", ".join(path.name for path in events_paths),
-        )
-    except ReferenceFormatError as error:
-        raise click.ClickException(str(error)) from None
-    if builder.sampled:
-        # Bins from a sample of the numbers; a second pass counts every event into them.
-        pipes = [str(path) for path in events_paths if not path.is_file()]
-        if pipes:
-            raise click.ClickException(
-                f"{', '.join(pipes)}: a pipe can be read only once, and more than "
-                f"--sample-size {sample_size:,} numbers of a feature need a second pass: "
-                "give files, or a larger --sample-size"
-            )
-        counter = ReferenceCounter(reference)
-        for events, _ in batches():
-            counter.add(events)
-        reference = counter.build()
+        with pipes_copied(events_paths) as files:
+            for events, not_events in batches(files):
+                builder.add(events)
+                invalid += not_events
+            try:
+                reference = builder.build(
+                    created_at_ms=time.time_ns() // 1_000_000,
+                    source=", ".join(path.name for path in events_paths),
+                )
+            except ReferenceFormatError as error:
+                raise click.ClickException(str(error)) from None
+            if builder.sampled:
+                # Bins from a sample of the numbers; a second pass counts every event into them.
+                counter = ReferenceCounter(reference)
+                for events, _ in batches(files):
+                    counter.add(events)
+                reference = counter.build()
+    except OSError as error:  # copying a pipe
+        raise click.ClickException(f"{error.filename}: cannot read: {error.strerror}") from None
     if invalid or builder.refused:
         click.echo(f"skipped {invalid + builder.refused:,} invalid lines", err=True)
     _write(reference, output_path)

@@ -16,8 +16,11 @@ from __future__ import annotations
 import errno
 import gzip
 import io
+import shutil
 import sys
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -31,11 +34,12 @@ else:
     from backports import zstd
 
 # ``zstd`` is this Python's zstd module, for callers that write zstd files (tests, benches).
-__all__ = ["is_compressed", "nonblank_line_chunks", "nonblank_lines", "zstd"]
+__all__ = ["is_compressed", "nonblank_line_chunks", "nonblank_lines", "pipes_copied", "zstd"]
 
 # The decompressing files hand lines out of a small buffer; a larger one halves the cost of a
 # line (measured for gzip). Also the size of a chunk of lines.
 _READ_BUFFER_BYTES = 1024 * 1024
+_COPY_BUFFER_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -61,11 +65,40 @@ _COMPRESSIONS = (
 )
 
 
+@contextmanager
+def pipes_copied(paths: Sequence[Path]) -> Iterator[list[Path]]:
+    """``paths``, each that is not a regular file replaced by a copy of what it held.
+
+    A pipe (``<(bzcat ...)``, ``/dev/stdin``) can be read only once, but backtest and a sampled
+    ``baseline build`` read their files twice, and a compressed file is known by its first
+    bytes. So each pipe is copied, as it is read, to a temporary folder under ``TMPDIR`` (free
+    disk about the size of what it holds), removed on close. An error reading a pipe or its copy
+    names the pipe.
+    """
+    pipes = [path for path in paths if not path.is_file()]
+    if not pipes:
+        yield list(paths)
+        return
+    with tempfile.TemporaryDirectory(prefix="driftline-pipes-") as folder_name:
+        folder = Path(folder_name)
+        copies = {pipe: folder / f"pipe-{number:06d}" for number, pipe in enumerate(pipes)}
+        try:
+            for pipe, copy in copies.items():
+                with pipe.open("rb") as source, copy.open("wb") as target:
+                    shutil.copyfileobj(source, target, _COPY_BUFFER_BYTES)
+            yield [copies.get(path, path) for path in paths]
+        except OSError as error:
+            copied = [pipe for pipe, copy in copies.items() if error.filename == str(copy)]
+            if not copied:
+                raise
+            raise OSError(error.errno, error.strerror, str(copied[0])) from error
+
+
 def _compression(path: Path) -> _Compression | None:
     """How the file at ``path`` is compressed, by its first bytes; None for plain lines.
 
-    A pipe (``baseline build <(zcat ...)``) can be read only once, so it is not looked into: it
-    is taken as plain lines. (Backtest copies a pipe to a file first: :mod:`time_ordered_lines`.)
+    A pipe is not looked into, since that would lose what was read: it is taken as plain lines.
+    Callers that may be given one copy it first (:func:`pipes_copied`).
     """
     if not path.is_file():
         return None

@@ -23,9 +23,8 @@ zstd: :mod:`driftline.line_files`). The files are ordered together like this:
    are first merged in passes, a group of consecutive ones at a time.
 
 A pipe (``<(bzcat ...)``, ``/dev/stdin``) can be read only once, and lines that do not fit in
-memory are read twice (2 and 3), so each path that is not a regular file is first copied, as it
-is read, to a temporary folder removed on close (free disk about the size of what it holds), and
-its copy is read as a file would be. Errors name the pipe, not its copy.
+memory are read twice (2 and 3), so each path that is not a regular file is first copied
+(:func:`driftline.line_files.pipes_copied`) and its copy is read as a file would be.
 
 The order is always the one a stable sort of the files' lines, one file after the other, gives:
 by time, and in file order among equal times (a merge takes the earlier file or run first on
@@ -36,7 +35,6 @@ skipped.
 from __future__ import annotations
 
 import errno
-import shutil
 import struct
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -50,7 +48,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from driftline.line_files import is_compressed, nonblank_line_chunks, nonblank_lines
+from driftline.line_files import (
+    is_compressed,
+    nonblank_line_chunks,
+    nonblank_lines,
+    pipes_copied,
+)
 
 __all__ = [
     "LineBlock",
@@ -80,7 +83,6 @@ MAX_RUNS_MERGED = 128
 
 _RECORD_HEADER = struct.Struct("<qI")  # time (ms), length of the line
 _RUN_BUFFER_BYTES = 64 * 1024
-_COPY_BUFFER_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,32 +287,10 @@ def _open(
     paths: Sequence[Path], time_of: TimeOf, sort_memory_bytes: int
 ) -> Iterator[TimeOrderedLines]:
     with (
-        _pipes_copied(paths) as files,
+        pipes_copied(paths) as files,
         _open_files(files, time_of, sort_memory_bytes) as ordered,
     ):
         yield ordered
-
-
-@contextmanager
-def _pipes_copied(paths: Sequence[Path]) -> Iterator[list[Path]]:
-    """``paths``, each that is not a regular file replaced by a copy of what it held."""
-    pipes = [path for path in paths if not path.is_file()]
-    if not pipes:
-        yield list(paths)
-        return
-    with tempfile.TemporaryDirectory(prefix="driftline-pipes-") as folder_name:
-        folder = Path(folder_name)
-        copies = {pipe: folder / f"pipe-{number:06d}" for number, pipe in enumerate(pipes)}
-        try:
-            for pipe, copy in copies.items():
-                with pipe.open("rb") as source, copy.open("wb") as target:
-                    shutil.copyfileobj(source, target, _COPY_BUFFER_BYTES)
-            yield [copies.get(path, path) for path in paths]
-        except OSError as error:
-            copied = [pipe for pipe, copy in copies.items() if error.filename == str(copy)]
-            if not copied:
-                raise
-            raise OSError(error.errno, error.strerror, str(copied[0])) from error
 
 
 @contextmanager

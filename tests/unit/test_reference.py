@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import math
 import os
+import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +45,7 @@ from driftline import baseline_command
 from driftline.cli import main
 from driftline.config import Config, parse_config
 from driftline.events import InferenceEvent, decode_event
+from driftline.line_files import zstd
 
 _encoder = msgspec.json.Encoder()
 NOW_MS = 1_700_000_000_000
@@ -502,16 +506,60 @@ def test_drift_config_errors_name_the_key() -> None:
     assert config.drift.thresholds_for("other") == {"a": 0.2, "b": 0.3}
 
 
-@pytest.mark.timeout(30)
-def test_baseline_build_says_a_pipe_cannot_be_read_twice(tmp_path: Path) -> None:
-    lines = [event(i, features={"x": float(i)}) for i in range(50)]
+def _pipe_of(tmp_path: Path, data: bytes) -> tuple[Path, threading.Thread]:
+    """A named pipe that a thread writes ``data`` into once, as ``<(bzcat ...)`` does."""
     pipe = tmp_path / "events.pipe"
     os.mkfifo(pipe)
-    writer = threading.Thread(target=pipe.write_bytes, args=(b"\n".join(lines) + b"\n",))
+    writer = threading.Thread(target=pipe.write_bytes, args=(data,))
     writer.start()
-    arguments = ["baseline", "build", "--model", "fraud", "--sample-size", "10"]
-    result = CliRunner().invoke(main, [*arguments, "--output", str(tmp_path / "r.json"), str(pipe)])
+    return pipe, writer
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("compression", ["plain", "gzip", "zstd"])
+def test_baseline_build_reads_a_pipe_as_it_reads_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, compression: str
+) -> None:
+    """A sampled build reads its events twice and a compressed file is known by its first
+    bytes, but a pipe can be read only once: it is copied first, then read like the file."""
+    lines = b"".join(
+        event(i, features={"x": float(i % 37), "country": f"c{i % 3}"}) + b"\n" for i in range(300)
+    )
+    compressions: dict[str, Callable[[bytes], bytes]] = {
+        "plain": bytes,
+        "gzip": gzip.compress,
+        "zstd": zstd.compress,
+    }
+    compress = compressions[compression]
+    file = tmp_path / "events.jsonl"
+    file.write_bytes(compress(lines))
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(copies))
+    pipe, writer = _pipe_of(tmp_path, file.read_bytes())
+    built = {}
+    for path in (pipe, file):
+        output = tmp_path / f"{path.name}.json"
+        # 300 numbers a feature, 10 kept: edges from a sample, then a second pass counts.
+        arguments = ["baseline", "build", "--model", "fraud", "--sample-size", "10"]
+        result = CliRunner().invoke(main, [*arguments, "--output", str(output), str(path)])
+        assert result.exit_code == 0, result.output
+        built[path] = Reference.from_json(output.read_bytes())
+    writer.join()
+    assert built[pipe].features == built[file].features
+    assert built[pipe].events == 300
+    assert [sum(feature.counts) for feature in built[pipe].features] == [300, 300]
+    assert not list(copies.iterdir())
+
+
+@pytest.mark.timeout(30)
+def test_baseline_build_names_a_damaged_pipe(tmp_path: Path) -> None:
+    lines = b"".join(event(i, features={"x": float(i)}) + b"\n" for i in range(300))
+    damaged = gzip.compress(lines)
+    pipe, writer = _pipe_of(tmp_path, damaged[: len(damaged) // 2])
+    arguments = ["baseline", "build", "--model", "fraud", "--output", str(tmp_path / "r.json")]
+    result = CliRunner().invoke(main, [*arguments, str(pipe)])
     writer.join()
     assert result.exit_code == 1
-    assert f"{pipe}: a pipe can be read only once" in result.output
+    assert f"{pipe}: cannot read: damaged gzip data" in result.output
     assert not (tmp_path / "r.json").exists()
