@@ -156,7 +156,11 @@ def build(
                     source=", ".join(path.name for path in events_paths),
                 )
             except ReferenceFormatError as error:
-                raise click.ClickException(str(error)) from None
+                # "no events of m" from a file of invalid lines should say where they went.
+                skipped = invalid + builder.refused
+                raise click.ClickException(
+                    f"{error} ({skipped:,} invalid lines skipped)" if skipped else str(error)
+                ) from None
             if builder.sampled:
                 # Bins from a sample of the numbers; a second pass counts every event into them.
                 counter = ReferenceCounter(reference)

@@ -552,6 +552,20 @@ def test_baseline_build_reads_a_pipe_as_it_reads_the_file(
     assert not list(copies.iterdir())
 
 
+def test_baseline_build_without_events_says_how_many_lines_were_invalid(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    other_model = event(0, model="other", features={"x": 1.0})
+    events.write_bytes(b"not json\n" + event(1, features=[1.0]) + b"\n" + other_model + b"\n")
+    arguments = ["baseline", "build", "--model", "fraud", "--output", str(tmp_path / "r.json")]
+    result = CliRunner().invoke(main, [*arguments, str(events)])
+    assert result.exit_code == 1
+    assert "no events of fraud to build a reference from (2 invalid lines skipped)" in result.output
+    events.write_bytes(other_model + b"\n")
+    result = CliRunner().invoke(main, [*arguments, str(events)])
+    assert result.exit_code == 1
+    assert result.output.strip().endswith("no events of fraud to build a reference from")
+
+
 @pytest.mark.timeout(30)
 def test_baseline_build_names_a_damaged_pipe(tmp_path: Path) -> None:
     lines = b"".join(event(i, features={"x": float(i)}) + b"\n" for i in range(300))
