@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from driftline.cli_options import each_file_once, event_files_argument
+from driftline.cli_options import each_file_once, event_files_argument, unreadable
 
 if TYPE_CHECKING:
     from driftline.time_ordered_lines import TimeOf, TimeOrderedLines
@@ -158,7 +158,7 @@ def backtest(
             else:
                 summary = replay.replay(events)
         except OSError as error:  # a file read again as it is replayed, changed since
-            raise _unreadable(error, [*events_paths, *labels_paths], "cannot replay") from None
+            raise unreadable(error, [*events_paths, *labels_paths], "cannot replay") from None
     out.write(json.dumps(summary.to_dict()) + "\n")
     out.flush()
     click.echo(
@@ -180,10 +180,4 @@ def _open_lines(
     except OSError as error:
         # Reading a file (damaged compressed data), or writing sorted runs (a full or missing
         # TMPDIR).
-        raise _unreadable(error, paths, "cannot read or sort") from None
-
-
-def _unreadable(error: OSError, paths: Sequence[Path], doing: str) -> click.ClickException:
-    """The error, naming its file or folder, or else every path."""
-    where = error.filename if error.filename is not None else ", ".join(map(str, paths))
-    return click.ClickException(f"{where}: {doing}: {error.strerror}")
+        raise unreadable(error, paths, "cannot read or sort") from None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from driftline.cli_options import config_option, event_files_argument
+from driftline.cli_options import config_option, event_files_argument, unreadable
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -150,6 +150,7 @@ def build(
             for events, not_events in batches(files):
                 builder.add(events)
                 invalid += not_events
+            skipped = invalid + builder.refused
             try:
                 reference = builder.build(
                     created_at_ms=time.time_ns() // 1_000_000,
@@ -157,7 +158,6 @@ def build(
                 )
             except ReferenceFormatError as error:
                 # "no events of m" from a file of invalid lines should say where they went.
-                skipped = invalid + builder.refused
                 raise click.ClickException(
                     f"{error} ({skipped:,} invalid lines skipped)" if skipped else str(error)
                 ) from None
@@ -168,9 +168,9 @@ def build(
                     counter.add(events)
                 reference = counter.build()
     except OSError as error:  # copying a pipe
-        raise click.ClickException(f"{error.filename}: cannot read: {error.strerror}") from None
-    if invalid or builder.refused:
-        click.echo(f"skipped {invalid + builder.refused:,} invalid lines", err=True)
+        raise unreadable(error, events_paths, "cannot read") from None
+    if skipped:
+        click.echo(f"skipped {skipped:,} invalid lines", err=True)
     _write(reference, output_path)
     if to_store:
         store, _ = _references(config)

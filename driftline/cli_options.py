@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -12,6 +13,7 @@ __all__ = [
     "event_files_argument",
     "exit_when_idle_option",
     "runtime_option",
+    "unreadable",
 ]
 
 config_option = click.option(
@@ -60,3 +62,10 @@ event_files_argument = click.argument(
     callback=each_file_once,
 )
 """Recorded events: JSON-lines files, plain, gzip or zstd (``driftline.line_files``)."""
+
+
+def unreadable(error: OSError, paths: Sequence[Path], doing: str) -> click.ClickException:
+    """An error reading event files, naming its file or folder, or else every path (a failed
+    write to a temporary copy has no file name)."""
+    where = error.filename if error.filename is not None else ", ".join(map(str, paths))
+    return click.ClickException(f"{where}: {doing}: {error.strerror}")
