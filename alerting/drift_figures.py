@@ -15,6 +15,11 @@ Per model and tick (:meth:`DriftFigures.contribute`):
    :class:`DriftTransition` to ``on_transition`` (``backtest`` prints them; ``evaluate`` logs
    them). A series that disappeared, or a reference that changed, clears its drifts.
 
+A feature whose sequential test (``detectors.sequential_detector``) alarmed within the last
+``drift.sequential.hold_seconds`` is drifted whatever its windows say. Its transition names the
+window ``sequential`` and the statistic ``cusum``, and is dated at the event that crossed the
+threshold, not at the tick that reports it: that is when driftline knew.
+
 State between ticks is the previous verdict per (model, series, item): in memory, rebuilt by the
 first tick after a restart (which reports the drifts it finds as new).
 """
@@ -27,10 +32,12 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from alerting import metric_names as names
 from alerting.evaluator import ModelWindows
 from alerting.snapshot import Snapshot
-from detectors.drift_decision import DriftPolicy
+from detectors.drift_decision import BoolArray, DriftPolicy
 from detectors.drift_evaluation import (
     ReferenceComparison,
     SeriesDrift,
@@ -40,7 +47,7 @@ from detectors.drift_evaluation import (
 from detectors.drift_statistics import DriftStatistic
 from detectors.reference import Reference
 from detectors.reference_builder import window_counts
-from detectors.series import Series
+from detectors.series import Series, split_field
 from detectors.window_summary import SeriesWindow
 from driftline.drift_config import DriftConfig
 
@@ -48,9 +55,10 @@ __all__ = ["DriftFigures", "DriftTransition"]
 
 log = logging.getLogger(__name__)
 
-WINDOWS = ("fast", "short", "long")
+WINDOWS = ("sequential", "fast", "short", "long")
 """Every drift window, in the order a transition names the one responsible (fastest first)."""
 DISTANCES = tuple(statistic for statistic in DriftStatistic if not statistic.is_p_value)
+SEQUENTIAL_STATISTIC = "cusum"
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class _Verdict:
     statistic: DriftStatistic = DriftStatistic.PSI
     threshold: float = math.nan
     fast: bool = False
+    sequential: bool = False
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,8 @@ class DriftFigures:
         self.references = references
         self.confidence_bins = confidence_bins
         self.on_transition = on_transition or _log_transition
+        policy = drift.sequential_policy()
+        self.hold_ms = 0 if policy is None else policy.hold_ms
         self._prepared: dict[tuple[str, str], _Prepared] = {}
         self._verdicts: dict[str, dict[tuple[Series, str], _Verdict]] = {}
 
@@ -154,12 +165,16 @@ class DriftFigures:
                     for window in windows
                 ]
             )
+            self._add_alarm_counts(model, snapshot)
             for index, series in enumerate(every_series):
                 of_series = statistics[len(windows) * index : len(windows) * (index + 1)]
                 drift = evaluate_series(
                     prepared.comparison,
                     prepared.policy,
-                    *of_series,
+                    of_series[0],
+                    of_series[1],
+                    fast=of_series[2] if len(of_series) > 2 else None,
+                    sequential=self._held(model, series, prepared.comparison.items),
                 )
                 self._add_samples(model.model, series, drift, snapshot)
                 self._track(model, series, drift, prepared, previous, current)
@@ -167,7 +182,7 @@ class DriftFigures:
         # removed) is cleared, so a drift never stays open without anything behind it.
         for (series, item), verdict in sorted(previous.items()):
             if verdict.drifted:
-                statistic = (verdict.statistic, verdict.threshold)
+                statistic = (str(verdict.statistic), verdict.threshold)
                 self._report(model, series, item, "ok", "short", statistic, None)
         self._verdicts[model.model] = current
 
@@ -196,6 +211,24 @@ class DriftFigures:
                 )
             prepared = self._prepared[key] = _Prepared(comparison, policy)
         return prepared
+
+    def _held(self, model: ModelWindows, series: Series, items: Sequence[str]) -> BoolArray | None:
+        """Which items an alarm of the sequential test holds drifted; ``None`` if none can be."""
+        if not model.sequential or series.segment:
+            return None
+        held = [
+            episode is not None and model.now_ms - episode.last_ms <= self.hold_ms
+            for episode in (model.sequential.get(f"{series.key}|{item}") for item in items)
+        ]
+        return np.array(held, dtype=np.bool_)
+
+    @staticmethod
+    def _add_alarm_counts(model: ModelWindows, snapshot: Snapshot) -> None:
+        for field, episode in sorted(model.sequential.items()):
+            series, feature = split_field(field)
+            snapshot.add(
+                names.SEQUENTIAL_ALARMS_TOTAL, (model.model, *series, feature), episode.count
+            )
 
     @staticmethod
     def _add_samples(model: str, series: Series, drift: SeriesDrift, snapshot: Snapshot) -> None:
@@ -229,7 +262,9 @@ class DriftFigures:
     ) -> None:
         drifted = drift.drifted.tolist()
         alone = {name: verdicts.tolist() for name, verdicts in drift.window_drifted.items()}
-        fast = alone.get("fast", [False] * len(drift.items))
+        never = [False] * len(drift.items)
+        fast = alone.get("fast", never)
+        sequential = alone.get("sequential", never)
         evaluated = [name for name in WINDOWS if name in alone]
         for index, item in enumerate(drift.items):
             statistic, threshold = _reported_statistic(prepared.policy, item)
@@ -240,22 +275,25 @@ class DriftFigures:
                 statistic,
                 threshold,
                 fast[index],
+                sequential[index],
             )
             before = previous.pop((series, item), None) or _Verdict(False, False, False)
             current[(series, item)] = verdict
             if verdict.drifted == before.drifted:
                 continue
             window = _responsible_window(before, verdict, evaluated)
-            value = float(drift.windows[window].statistics[statistic][index])
-            self._report(
-                model,
-                series,
-                item,
-                "drifted" if verdict.drifted else "ok",
-                window,
-                (statistic, threshold),
-                None if math.isnan(value) else value,
-            )
+            at_ms = None
+            if window == "sequential":
+                episode = model.sequential[f"{series.key}|{item}"]
+                reported = (SEQUENTIAL_STATISTIC, episode.threshold)
+                value: float | None = episode.statistic if verdict.drifted else None
+                at_ms = episode.start_ms if verdict.drifted else None
+            else:
+                reported = (str(statistic), threshold)
+                value = float(drift.windows[window].statistics[statistic][index])
+                value = None if math.isnan(value) else value
+            state = "drifted" if verdict.drifted else "ok"
+            self._report(model, series, item, state, window, reported, value, at_ms=at_ms)
 
     def _report(
         self,
@@ -264,8 +302,9 @@ class DriftFigures:
         item: str,
         state: str,
         window: str,
-        statistic: tuple[DriftStatistic, float],
+        statistic: tuple[str, float],
         value: float | None,
+        at_ms: int | None = None,
     ) -> None:
         self.on_transition(
             DriftTransition(
@@ -275,8 +314,8 @@ class DriftFigures:
                 segment=_segment(series.segment),
                 feature=item,
                 state=state,
-                at_ms=model.now_ms,
-                stat=str(statistic[0]),
+                at_ms=model.now_ms if at_ms is None else at_ms,
+                stat=statistic[0],
                 value=value,
                 threshold=statistic[1],
                 window=window,

@@ -5,7 +5,7 @@ A tick, in order:
 1. List the models (configured ones and those the consumers admitted).
 2. For each model, read the short and long windows (and the drift fast window, from the short
    window's buckets) in one pipelined round trip and split them by series
-   (``detectors.window_summary``).
+   (``detectors.window_summary``), and the sequential test's alarm episodes when it is on.
 3. Hand the windows to every :class:`Contributor` (traffic figures here; drift, quality and alert
    rules plug in the same way), which add samples to the snapshot.
 4. Add lifetime counters, refused messages, freshness, consumer lag and the tick's own health.
@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from alerting import metric_names as names
@@ -31,7 +31,7 @@ from alerting.snapshot import Snapshot, SnapshotCollector
 from consumers.window_writer import BAD_EVENTS_FIELD, INVALID_EVENTS_MODEL
 from detectors.latency_sketch import LogBucketMapping
 from detectors.series import Metric, Series, split_field
-from detectors.window_store import WindowStore
+from detectors.window_store import AlarmEpisode, WindowStore
 from detectors.window_summary import SeriesWindow, summarise
 from driftline.config import Config
 
@@ -51,7 +51,9 @@ class ModelWindows:
     """One model's windows at one tick: window name -> series -> window.
 
     ``windows`` holds the short and long windows every contributor reports on; ``fast`` is the
-    drift fast window (``drift.fast_window_seconds``), read for drift only, ``None`` when off.
+    drift fast window (``drift.fast_window_seconds``), read for drift only, ``None`` when off;
+    ``sequential`` the sequential test's alarm episodes by ``<series key>|<feature>`` (empty when
+    the test is off).
     """
 
     model: str
@@ -59,6 +61,7 @@ class ModelWindows:
     windows: Mapping[str, Mapping[Series, SeriesWindow]]
     window_seconds: Mapping[str, float]
     fast: Mapping[Series, SeriesWindow] | None = None
+    sequential: Mapping[str, AlarmEpisode] = field(default_factory=dict)
 
 
 class Contributor(Protocol):
@@ -129,6 +132,7 @@ class Evaluator:
         windows = config.windows
         self.window_seconds = {"short": windows.short_seconds, "long": windows.long_seconds}
         self.fast_window_seconds = config.drift.fast_window_seconds
+        self.sequential = config.drift.sequential.enabled
 
     def models(self) -> list[str]:
         return sorted(set(self.config.models) | set(self.store.models()))
@@ -148,6 +152,7 @@ class Evaluator:
             },
             window_seconds=self.window_seconds,
             fast=fast,
+            sequential=self.store.sequential_alarms(model) if self.sequential else {},
         )
 
     def tick(self) -> Snapshot:

@@ -165,7 +165,14 @@ DRIFT_SAMPLES = _metric(
 DRIFTED = _metric(
     "driftline_drifted",
     "gauge",
-    "1 when the drift policy says the feature drifted, 0 when not; absent with too few samples.",
+    "1 when the drift policy (or a sequential alarm within its hold) says the feature drifted, "
+    "0 when not; absent with too few samples.",
+    (*SERIES_LABELS, "feature"),
+)
+SEQUENTIAL_ALARMS_TOTAL = _metric(
+    "driftline_drift_sequential_alarms_total",
+    "counter",
+    "Alarms of the per-value sequential test (whole traffic only: segment is empty).",
     (*SERIES_LABELS, "feature"),
 )
 DRIFT_SHARE = _metric(
@@ -197,6 +204,7 @@ DRIFT_METRICS: tuple[MetricName, ...] = (
     DRIFT_P_VALUE,
     DRIFT_SAMPLES,
     DRIFTED,
+    SEQUENTIAL_ALARMS_TOTAL,
     DRIFT_SHARE,
     REFERENCE_PRESENT,
     REFERENCE_AGE,

@@ -105,7 +105,9 @@ def main() -> None:
     shadow_ids = [str(msgspec.json.decode(raw)["event_id"]) for raw in shadow[:1]]
     cache = ReferenceCache(RedisReferenceStore(client, KeySchema(prefix)))
     assembler = BatchAssembler(config, store, cache.binner_for)
-    writer = WindowWriter(store, binning_from_config(config), cache.binner_for)
+    writer = WindowWriter(
+        store, binning_from_config(config), cache.binner_for, config.drift.sequential_policy()
+    )
     offset = 0
     index_key = KeySchema(prefix).shadow_events("fraud")
     memory: dict[str, int] = {}

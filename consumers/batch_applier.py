@@ -158,7 +158,12 @@ class EventBatchApplier(BatchApplier):
     ) -> None:
         super().__init__(config, store)
         self.assembler = BatchAssembler(config, store, feature_binner_for)
-        self.writer = WindowWriter(store, binning_from_config(config), feature_binner_for)
+        self.writer = WindowWriter(
+            store,
+            binning_from_config(config),
+            feature_binner_for,
+            config.drift.sequential_policy(),
+        )
         self._saved_positions: set[str] = set()
 
     def forget(self, partitions: Iterable[int]) -> None:

@@ -6,6 +6,8 @@ a crash or rebalance); if the store still refuses an update because another cons
 first (a zombie, or a rebalance in between), the writer learns the new checkpoints, drops what
 they cover and tries again. Nothing is counted
 twice and nothing is skipped, because a checkpoint only ever moves with the increments it covers.
+With a ``sequential`` policy, the sequential detector's states and alarms ride on the same update
+(``consumers.sequential_tracker``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from dataclasses import dataclass
 
 from consumers.applied_offsets import AppliedOffsets
 from consumers.batching import RefusedMessage
-from detectors.window_store import WindowStore
+from consumers.sequential_tracker import SequentialTracker
+from detectors.reference import Reference
+from detectors.sequential_detector import SequentialPolicy
+from detectors.window_store import Applied, ApplyResult, WindowStore
 from detectors.window_update import (
     Binning,
     FeatureBinner,
@@ -50,15 +55,21 @@ class WindowWriter:
         store: WindowStore,
         binning: Binning,
         feature_binner_for: Callable[[str], FeatureBinner | None] | None = None,
+        sequential: SequentialPolicy | None = None,
     ) -> None:
         self.store = store
         self.binning = binning
         self.feature_binner_for = feature_binner_for or (lambda model: None)
         self.applied = AppliedOffsets(store)
+        self.sequential = None if sequential is None else SequentialTracker(store, sequential)
 
     def forget(self, partitions: Iterable[int]) -> None:
-        """Drop cached checkpoints of partitions this process no longer (or newly) owns."""
+        """Drop cached checkpoints (and sequential states) of partitions this process no longer
+        (or newly) owns."""
+        partitions = list(partitions)
         self.applied.forget(partitions)
+        if self.sequential is not None:
+            self.sequential.forget(partitions)
 
     def write_all(self, batches: Sequence[ModelBatch], now_ms: int) -> int:
         """Apply several models' batches in one store round trip; returns events applied.
@@ -72,7 +83,7 @@ class WindowWriter:
         for batch, update, result in zip(
             pending, updates, self.store.apply_many(updates), strict=True
         ):
-            if self.applied.record(update, result):
+            if self._record(update, result):
                 applied += len(batch)
             else:
                 applied += self.write(batch, now_ms)
@@ -89,7 +100,10 @@ class WindowWriter:
 
     def _update(self, batch: ModelBatch, now_ms: int) -> WindowUpdate:
         binner = self.feature_binner_for(batch.model)
-        return build_window_update(batch, self.store.layout, self.binning, now_ms, binner)
+        update = build_window_update(batch, self.store.layout, self.binning, now_ms, binner)
+        if self.sequential is not None and isinstance(binner, Reference):
+            self.sequential.attach(update, batch, binner)
+        return update
 
     def unapplied_refused(self, refused: Sequence[RefusedAt]) -> list[RefusedAt]:
         """The refused messages not yet counted (a replay finds its earlier ones counted)."""
@@ -108,4 +122,9 @@ class WindowWriter:
         return batch if fresh.all() else batch.select(fresh)
 
     def _apply(self, update: WindowUpdate) -> bool:
-        return self.applied.record(update, self.store.apply(self.applied.tell(update)))
+        return self._record(update, self.store.apply(self.applied.tell(update)))
+
+    def _record(self, update: WindowUpdate, result: ApplyResult) -> bool:
+        if self.sequential is not None:
+            self.sequential.record(update, isinstance(result, Applied))
+        return self.applied.record(update, result)

@@ -12,7 +12,9 @@ the window's histogram and the reference counts, a batch of items at a time:
 :func:`evaluate_series` then applies the policy with ``detectors.drift_decision.decide`` to the
 short, the long and (when configured) the fast window: all items of the series form one
 Benjamini-Hochberg family per window; the drift share counts the features only. Each window's own
-verdict tells which window raised or cleared a drift. The reference's size and occupied bins per
+verdict tells which window raised or cleared a drift. A feature held drifted by an alarm of the
+sequential test (``detectors.sequential_detector``) is drifted too, as if by a window of its own,
+``"sequential"``. The reference's size and occupied bins per
 item feed the PSI noise floor, so a thin window cannot raise drift.
 """
 
@@ -193,11 +195,12 @@ def policy_for(
 class SeriesDrift:
     """The verdict for one series at one tick; arrays follow :attr:`items`.
 
-    ``drifted`` and ``nodata`` are the policy's decision (both windows or either, as configured);
-    ``window_drifted`` holds each window's verdict on its own. ``windows`` and ``window_drifted``
-    are keyed ``"fast"`` (when evaluated), ``"short"``, ``"long"``, in that order. ``drift_share``
-    is the share of the *features* (not the outputs) with data that drifted (``nan`` when none
-    has data).
+    ``drifted`` and ``nodata`` are the policy's decision (both windows or either, as configured),
+    or a sequential alarm; ``window_drifted`` holds each window's verdict on its own. ``windows``
+    is keyed ``"fast"`` (when evaluated), ``"short"``, ``"long"``, in that order;
+    ``window_drifted`` too, after ``"sequential"`` when the series has sequential verdicts.
+    ``drift_share`` is the share of the *features* (not the outputs) with data that drifted
+    (``nan`` when none has data).
     """
 
     items: tuple[str, ...]
@@ -214,8 +217,10 @@ def evaluate_series(
     short: WindowStatistics,
     long: WindowStatistics,
     fast: WindowStatistics | None = None,
+    sequential: BoolArray | None = None,
 ) -> SeriesDrift:
-    """Decide every item of one series: one Benjamini-Hochberg family per window."""
+    """Decide every item of one series: one Benjamini-Hochberg family per window; ``sequential``
+    marks the items an alarm of the sequential test holds drifted."""
     decision = decide(
         policy,
         comparison.items,
@@ -228,19 +233,22 @@ def evaluate_series(
         reference_samples=comparison.reference_samples,
         reference_bins=comparison.reference_bins,
     )
+    drifted, nodata = decision.drifted, decision.nodata
+    window_drifted = dict(decision.window_drifted)
+    if sequential is not None:
+        drifted, nodata = drifted | sequential, nodata & ~sequential
+        window_drifted = {"sequential": sequential, **window_drifted}
     features = slice(0, comparison.feature_count)
-    with_data = int(np.count_nonzero(~decision.nodata[features]))
-    drift_share = (
-        float(np.count_nonzero(decision.drifted[features])) / with_data if with_data else math.nan
-    )
+    with_data = int(np.count_nonzero(~nodata[features]))
+    drift_share = float(np.count_nonzero(drifted[features])) / with_data if with_data else math.nan
     windows = {"short": short, "long": long}
     if fast is not None:
         windows = {"fast": fast, **windows}
     return SeriesDrift(
         items=comparison.items,
         windows=windows,
-        drifted=decision.drifted,
-        nodata=decision.nodata,
-        window_drifted=decision.window_drifted,
+        drifted=drifted,
+        nodata=nodata,
+        window_drifted=window_drifted,
         drift_share=drift_share,
     )

@@ -58,6 +58,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from detectors.sequential_detector import SequentialFormatError, SequentialReference
+
 __all__ = [
     "CONFIDENCE_ITEM",
     "MISSING_BIN",
@@ -151,6 +153,8 @@ class FeatureReference:
     bin_values: tuple[float, ...] = ()
     spread: float = 0.0
     categories: tuple[str, ...] = ()
+    sequential: SequentialReference | None = None
+    """The sequential test's table and factors (numeric features built from events only)."""
 
     @classmethod
     def numeric(
@@ -161,6 +165,7 @@ class FeatureReference:
         counts: Sequence[int],
         bin_values: Sequence[float],
         spread: float,
+        sequential: SequentialReference | None = None,
         where: str | None = None,
     ) -> FeatureReference:
         """A numeric feature; ``bin_values`` cover underflow, the quantile bins and overflow.
@@ -173,6 +178,7 @@ class FeatureReference:
             edges=tuple(float(e) for e in edges),
             bin_values=tuple(float(v) for v in bin_values),
             spread=float(spread),
+            sequential=sequential,
         )
         made.check(where or name)
         return made
@@ -247,6 +253,11 @@ class FeatureReference:
                 raise ReferenceFormatError(
                     f"{where}.spread: must be finite and >= 0, got {self.spread!r}"
                 )
+            if self.sequential is not None:
+                try:
+                    self.sequential.check(f"{where}.sequential")
+                except SequentialFormatError as error:
+                    raise ReferenceFormatError(str(error)) from None
         else:
             if len(set(self.categories)) != len(self.categories):
                 raise ReferenceFormatError(
@@ -307,6 +318,8 @@ class FeatureReference:
             document["edges"] = list(self.edges)
             document["bin_values"] = list(self.bin_values)
             document["spread"] = self.spread
+            if self.sequential is not None:  # absent otherwise, so older references keep their id
+                document["sequential"] = self.sequential.to_dict()
         else:
             document["categories"] = list(self.categories)
         document["counts"] = list(self.counts)
@@ -319,13 +332,26 @@ class FeatureReference:
         kind_name = _typed(fields, "kind", str, where)
         counts = _integers(fields, "counts", where)
         if kind_name == FeatureKind.NUMERIC:
-            _only(fields, {"name", "kind", "edges", "bin_values", "spread", "counts"}, where)
+            _only(
+                fields,
+                {"name", "kind", "edges", "bin_values", "spread", "counts", "sequential"},
+                where,
+            )
+            sequential = None
+            if fields.get("sequential") is not None:
+                try:
+                    sequential = SequentialReference.from_dict(
+                        fields["sequential"], f"{where}.sequential"
+                    )
+                except SequentialFormatError as error:
+                    raise ReferenceFormatError(str(error)) from None
             return cls.numeric(
                 name,
                 edges=_numbers(fields, "edges", where),
                 counts=counts,
                 bin_values=_numbers(fields, "bin_values", where),
                 spread=_number(fields, "spread", where),
+                sequential=sequential,
                 where=where,
             )
         if kind_name == FeatureKind.CATEGORICAL:
@@ -401,6 +427,17 @@ class Reference:
             if feature.name not in bins:
                 bins[feature.name] = feature.bin_column([row.get(feature.name) for row in features])
         return {feature.name: bins[feature.name] for feature in self.features}
+
+    @cached_property
+    def sequential_features(self) -> tuple[FeatureReference, ...]:
+        """The features with a sequential test (``detectors.sequential_detector``)."""
+        return tuple(f for f in self.features if f.sequential is not None)
+
+    def numeric_matrix(
+        self, features: Sequence[FeatureReference], rows: Sequence[Mapping[str, object]]
+    ) -> FloatArray:
+        """The values of numeric ``features`` in each row (``nan`` for missing), one column each."""
+        return _numeric_matrix(features, rows)
 
     @cached_property
     def _numeric_features(self) -> tuple[FeatureReference, ...]:

@@ -55,6 +55,7 @@ from detectors.reference import (
     category_key,
     numeric_column,
 )
+from detectors.sequential_detector import FIT_NUMBERS, SequentialReference
 from detectors.series import Metric
 from detectors.window_summary import SeriesWindow
 from detectors.window_update import feature_metric, prediction_metric
@@ -135,6 +136,9 @@ class _Column:
         self.numbers = _Sample(name, sample_size)
         self.others: Counter[str] = Counter()
         self.present = 0
+        # The first numbers in arrival order (a sample loses the order): the sequential test's
+        # thresholds are fitted on them, autocorrelation included.
+        self.first_numbers = array("d")
 
     def add(self, values: Iterable[object]) -> None:
         numbers = []
@@ -149,6 +153,9 @@ class _Column:
                 if key is not None:
                     self.others[key] += 1
         self.numbers.add(numbers)
+        room = FIT_NUMBERS - len(self.first_numbers)
+        if room > 0:
+            self.first_numbers.extend(numbers[:room])
 
 
 def _events_of(
@@ -176,7 +183,8 @@ class ReferenceBuilder:
     feature, >= 2), ``top_k`` (categories kept, >= 1), ``max_features`` (the most frequent features
     are kept), ``confidence_bins`` (must equal ``monitoring.confidence_bins`` of the consumers),
     ``sample_size`` (numbers kept per column, >= 2: beyond it, a uniform sample; see
-    :attr:`sampled`).
+    :attr:`sampled`), ``sequential`` (whether numeric features get the table and thresholds of
+    the sequential test, ``detectors.sequential_detector``).
     """
 
     def __init__(
@@ -190,6 +198,7 @@ class ReferenceBuilder:
         max_features: int = 100,
         confidence_bins: int = 20,
         sample_size: int = SAMPLE_SIZE,
+        sequential: bool = True,
     ) -> None:
         for name, value, lowest in (
             ("bins", bins, 2),
@@ -210,6 +219,7 @@ class ReferenceBuilder:
         self.max_features = max_features
         self.confidence_bins = confidence_bins
         self.sample_size = sample_size
+        self.sequential = sequential
         self.events = 0
         self.refused = 0
         self._features: dict[str, _Column] = {}
@@ -312,7 +322,12 @@ class ReferenceBuilder:
                 if len(values)
                 else None
             )
-            return _numeric(name, values, missing + unparsed, self.bins, extremes)
+            sequential = (
+                SequentialReference.fit(values, np.asarray(column.first_numbers))
+                if self.sequential
+                else None
+            )
+            return _numeric(name, values, missing + unparsed, self.bins, extremes, sequential)
         counts = Counter(column.others)
         numbers, number_counts = np.unique(column.numbers.values(), return_counts=True)
         for number, count in zip(numbers.tolist(), number_counts.tolist(), strict=True):
@@ -396,8 +411,10 @@ def _with_counts(
     version: str | None,
     source: str,
     events: int,
+    keep_sequential: bool = True,
 ) -> Reference:
-    """``reference`` with new counts per item (bins, bin values and spreads unchanged)."""
+    """``reference`` with new counts per item (bins, bin values and spreads unchanged; the
+    sequential tables too, unless ``keep_sequential`` is false)."""
 
     def renewed(item: FeatureReference | None) -> FeatureReference | None:
         if item is None:
@@ -410,6 +427,7 @@ def _with_counts(
                 counts=new_counts,
                 bin_values=item.bin_values,
                 spread=item.spread,
+                sequential=item.sequential if keep_sequential else None,
             )
         return FeatureReference.categorical(
             item.name, categories=item.categories, counts=new_counts
@@ -434,6 +452,7 @@ def _numeric(
     missing: int,
     bins: int,
     extremes: tuple[float, float] | None,
+    sequential: SequentialReference | None = None,
 ) -> FeatureReference:
     if extremes is None:  # no value at all
         # Never seen with a value: any value later is a change, and lands outside [0, 0].
@@ -474,6 +493,7 @@ def _numeric(
         counts=counts.tolist(),
         bin_values=[lowest, *bin_values.tolist(), highest],
         spread=float(values.std()),
+        sequential=sequential,
     )
 
 
@@ -533,6 +553,8 @@ def freeze_window(
     """A new reference with ``reference``'s bins and ``window``'s counts.
 
     The bin values and spreads stay those of ``reference`` (a window holds counts, not values).
+    The sequential tables are dropped: they describe ``reference``'s values, which the window's
+    counts no longer are, and a window holds no values to fit new ones on.
     Raises :class:`ReferenceFormatError` when the window holds no event binned with
     ``reference``.
     """
@@ -551,4 +573,5 @@ def freeze_window(
         version=version,
         source=source,
         events=window.events,
+        keep_sequential=False,
     )

@@ -12,7 +12,10 @@ Lifecycle and guarantees every backend keeps:
    checked with the checkpoints: if one is already set, nothing is written (:class:`Conflict`
    with ``labelled``), so a duplicate label counts once even across consumers. If a checkpoint
    is *below* the offset the writer knows was applied, the store lost its state: nothing is
-   written and :class:`StateLost` is returned, so the caller rebuilds by replaying.
+   written and :class:`StateLost` is returned, so the caller rebuilds by replaying. The update's
+   sequential states are written only if each partition's stored state still covers the offset
+   the writer built on (else :class:`Conflict`, and the writer reloads them), and its sequential
+   alarms extend each feature's :class:`AlarmEpisode`.
 2. Only after ``apply`` returns :class:`Applied` may the consumer commit the Kafka offsets it
    covers: the commit is the last step, so a crash between the two replays, never loses.
 3. :meth:`WindowStore.read_windows` sums the buckets of each requested window into one flat field
@@ -28,10 +31,11 @@ import abc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from detectors.window_update import WindowLayout, WindowUpdate
+from detectors.window_update import SequentialAlarm, WindowLayout, WindowUpdate
 
 __all__ = [
     "SHADOW_INDEX_LIMIT",
+    "AlarmEpisode",
     "Applied",
     "ApplyResult",
     "BucketRun",
@@ -77,6 +81,33 @@ class StateLost:
 
 
 ApplyResult = Applied | Conflict | StateLost
+
+
+@dataclass(frozen=True)
+class AlarmEpisode:
+    """The sequential alarms of one feature of one series since the first one that came more
+    than the hold after the one before: the first's event time, statistic and threshold, the
+    last one's event time, and how many alarms ever."""
+
+    start_ms: int
+    last_ms: int
+    count: int
+    statistic: float
+    threshold: float
+
+    def apply(self, alarm: SequentialAlarm, hold_ms: int) -> AlarmEpisode:
+        """This episode after ``alarm`` (the stores' rule; the Redis script mirrors it)."""
+        if alarm.first_ms - self.last_ms > hold_ms:
+            start = (alarm.first_ms, alarm.statistic, alarm.threshold)
+        else:
+            start = (self.start_ms, self.statistic, self.threshold)
+        return AlarmEpisode(
+            start[0], max(self.last_ms, alarm.last_ms), self.count + alarm.count, *start[1:]
+        )
+
+    @classmethod
+    def first(cls, alarm: SequentialAlarm) -> AlarmEpisode:
+        return cls(alarm.first_ms, alarm.last_ms, alarm.count, alarm.statistic, alarm.threshold)
 
 
 @dataclass(frozen=True)
@@ -152,6 +183,15 @@ class KeySchema:
     def admitted(self, model: str, dimension: str) -> str:
         return f"{self.prefix}:{{{model}}}:admitted:{dimension}"
 
+    def sequential_states(self, model: str) -> str:
+        """Hash of the sequential state per partition: ``state:<p>`` JSON, ``offset:<p>``."""
+        return f"{self.prefix}:{{{model}}}:sequential"
+
+    def sequential_alarms(self, model: str) -> str:
+        """Hash of the alarm episodes: ``<part>|<series key>|<feature>``, part one of
+        ``start``, ``last``, ``count``, ``statistic``, ``threshold``."""
+        return f"{self.prefix}:{{{model}}}:sequential-alarms"
+
     def reference(self, model: str) -> str:
         """The model's drift reference: a hash of ``id`` and ``json`` (``detectors.reference``)."""
         return f"{self.prefix}:{{{model}}}:reference"
@@ -180,6 +220,14 @@ class WindowStore(abc.ABC):
     def checkpoints(self, model: str, partitions: Iterable[int], space: str = "") -> dict[int, int]:
         """Last applied offset per partition for ``model`` (-1 where nothing was applied), in the
         checkpoint ``space`` of :attr:`WindowUpdate.checkpoint_space`."""
+
+    @abc.abstractmethod
+    def sequential_states(self, model: str, partitions: Iterable[int]) -> dict[int, str | None]:
+        """The stored sequential state (JSON) of each partition of ``model``, ``None`` if none."""
+
+    @abc.abstractmethod
+    def sequential_alarms(self, model: str) -> dict[str, AlarmEpisode]:
+        """Every alarm episode of ``model``, by ``<series key>|<feature>``."""
 
     @abc.abstractmethod
     def prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:

@@ -29,6 +29,8 @@ __all__ = [
     "FeatureBinner",
     "ModelBatch",
     "PartitionRange",
+    "SequentialAlarm",
+    "SequentialWrite",
     "WindowLayout",
     "WindowUpdate",
     "build_window_update",
@@ -188,6 +190,31 @@ class PartitionRange:
     known_applied_offset: int = -1
 
 
+@dataclass(frozen=True)
+class SequentialWrite:
+    """One partition's new sequential state (``detectors.sequential_detector.PartitionState``,
+    JSON), to be written only if the stored state still covers ``expected_offset`` (-1: none
+    stored), so that two writers never both build on the same state."""
+
+    partition: int
+    expected_offset: int
+    offset: int
+    state: str
+
+
+@dataclass(frozen=True)
+class SequentialAlarm:
+    """One batch's alarms of one feature of one series (``field`` is ``<series key>|<feature>``):
+    the first one's event time, statistic and threshold, the last one's time, and how many."""
+
+    field: str
+    first_ms: int
+    last_ms: int
+    count: int
+    statistic: float
+    threshold: float
+
+
 @dataclass
 class WindowUpdate:
     """Everything one atomic store write carries for one model.
@@ -213,6 +240,10 @@ class WindowUpdate:
     shadow_records: list[tuple[str, bytes, int, int]] = field(default_factory=list)
     """``(event_id, record, expire-at ms, event ms)`` of shadow predictions: written beside the
     join records, under their own keys, and indexed by time for the rollout gate."""
+    sequential_writes: list[SequentialWrite] = field(default_factory=list)
+    sequential_alarms: list[SequentialAlarm] = field(default_factory=list)
+    sequential_hold_ms: int = 0
+    """An alarm more than this after the previous one of its feature starts a new episode."""
 
 
 def partition_ranges(partitions: npt.NDArray[np.int32], offsets: IntArray) -> list[PartitionRange]:

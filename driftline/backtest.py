@@ -149,7 +149,12 @@ class Backtest:
             on_transition=self._transition,
         )
         self.assembler = BatchAssembler(config, self.store, cache.binner_for)
-        self.writer = WindowWriter(self.store, binning_from_config(config), cache.binner_for)
+        self.writer = WindowWriter(
+            self.store,
+            binning_from_config(config),
+            cache.binner_for,
+            config.drift.sequential_policy(),
+        )
         self.evaluator = Evaluator(
             config,
             self.store,

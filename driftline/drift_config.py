@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 if TYPE_CHECKING:
+    from detectors.sequential_detector import SequentialPolicy
     from driftline.config import WindowsConfig
 
-__all__ = ["DriftConfig", "DriftModelConfig", "StatisticName"]
+__all__ = ["DriftConfig", "DriftModelConfig", "SequentialConfig", "StatisticName"]
 
 StatisticName = Literal[
     "psi",
@@ -55,6 +56,32 @@ class DriftModelConfig(_Strict):
         default_factory=dict,
         description="Feature -> threshold of the distance statistic, for this model only; "
         "wins over drift.per_feature_thresholds.",
+    )
+
+
+class SequentialConfig(_Strict):
+    """``drift.sequential``: the per-value test beside the windows
+    (``detectors.sequential_detector``)."""
+
+    enabled: bool = Field(
+        True,
+        description="Run the per-value sequential test on the numeric features whose reference "
+        "has its table (references built from events by baseline build).",
+    )
+    false_alarms_per_day: float = Field(
+        1.0, gt=0, description="False-alarm budget of one series, over all its features."
+    )
+    events_per_second: float = Field(
+        1000.0,
+        gt=0,
+        description="The traffic of one series the budget is set for: use the peak. The "
+        "thresholds grow with its logarithm.",
+    )
+    hold_seconds: int = Field(
+        300,
+        ge=1,
+        description="How long an alarm keeps its feature drifted; the windows keep a lasting "
+        "change drifted after that.",
     )
 
 
@@ -97,6 +124,7 @@ class DriftConfig(_Strict):
     reference_refresh_seconds: float = Field(
         30.0, gt=0, le=3600, description="How often consumers and evaluators re-read references."
     )
+    sequential: SequentialConfig = Field(default_factory=SequentialConfig)
 
     @model_validator(mode="after")
     def _check_policy(self) -> Self:
@@ -136,6 +164,19 @@ class DriftConfig(_Strict):
         ):
             return self
         return self.model_copy(update={"fast_window_seconds": 0})
+
+    def sequential_policy(self) -> SequentialPolicy | None:
+        """The sequential test's policy, ``None`` when it is off."""
+        from detectors.sequential_detector import SequentialPolicy
+
+        settings = self.sequential
+        if not settings.enabled:
+            return None
+        return SequentialPolicy(
+            false_alarms_per_day=settings.false_alarms_per_day,
+            events_per_second=settings.events_per_second,
+            hold_ms=settings.hold_seconds * 1000,
+        )
 
     def thresholds_for(self, model: str) -> dict[str, float]:
         """Per-feature thresholds of ``model``: the global ones, then the model's own."""

@@ -3,12 +3,19 @@
 -- layout). Either everything below is written, or (a partition's checkpoint is already at or past
 -- the update's first offset) nothing is, and the current checkpoints are returned.
 --
--- KEYS[1] checkpoints hash, KEYS[2] totals hash, KEYS[3] meta hash,
--- KEYS[4..] pairs of (bucket hash, rollup hash), one pair per bucket of the update, then M label
+-- KEYS[1] checkpoints hash, KEYS[2] totals hash, KEYS[3] meta hash, KEYS[4] sequential states
+-- hash, KEYS[5] sequential alarms hash,
+-- KEYS[6..] pairs of (bucket hash, rollup hash), one pair per bucket of the update, then M label
 -- marker keys (duplicate labels: if any is set, nothing is written and status 3 is returned with
 -- the checkpoints and the 1-based positions of the markers already set).
 -- ARGV: partition count P, then P quadruples (partition, first offset, last offset, last offset the
--- caller knows applied or -1), newest event ms,
+-- caller knows applied or -1),
+-- then sequential write count W and W quadruples (partition, offset the stored state must cover
+-- or -1 for none, offset the new state covers, new state): if a stored state covers another
+-- offset, nothing is written and status 0 is returned, as for a checkpoint conflict;
+-- then alarm count A, hold ms, and A sextuples (series key|feature, first ms, last ms, count,
+-- statistic, threshold), each extending its feature's episode (detectors/window_store.py,
+-- AlarmEpisode.apply); then newest event ms,
 -- then per bucket pair: bucket expire-at ms, rollup expire-at ms, field count F, F (field, increment)
 -- pairs; then total count T and T (field, increment) pairs; then M marker expire-at ms, then M.
 
@@ -32,6 +39,23 @@ if status ~= 1 then
   return {status, unpack(checkpoints)}
 end
 
+local write_count = tonumber(ARGV[position])
+local writes_at = position + 1
+position = writes_at + 4 * write_count
+local alarm_count = tonumber(ARGV[position])
+local hold_ms = tonumber(ARGV[position + 1])
+local alarms_at = position + 2
+position = alarms_at + 6 * alarm_count
+for w = 0, write_count - 1 do
+  local at = writes_at + 4 * w
+  local stored = redis.call('HGET', KEYS[4], 'offset:' .. ARGV[at])
+  local stored_offset = -1
+  if stored then stored_offset = tonumber(stored) end
+  if stored_offset ~= tonumber(ARGV[at + 1]) then
+    return {0, unpack(checkpoints)}
+  end
+end
+
 local marker_count = tonumber(ARGV[#ARGV])
 local first_marker = #KEYS - marker_count
 local marked = {3}
@@ -46,17 +70,34 @@ for m = 1, marker_count do
   redis.call('SET', KEYS[first_marker + m], '1', 'PXAT', ARGV[#ARGV - marker_count - 1 + m])
 end
 
-position = 2
+local checkpoint_at = 2
 for p = 1, partition_count do
-  redis.call('HSET', KEYS[1], ARGV[position], ARGV[position + 2])
-  position = position + 4
+  redis.call('HSET', KEYS[1], ARGV[checkpoint_at], ARGV[checkpoint_at + 2])
+  checkpoint_at = checkpoint_at + 4
+end
+for w = 0, write_count - 1 do
+  local at = writes_at + 4 * w
+  redis.call('HSET', KEYS[4], 'offset:' .. ARGV[at], ARGV[at + 2], 'state:' .. ARGV[at], ARGV[at + 3])
+end
+for a = 0, alarm_count - 1 do
+  local at = alarms_at + 6 * a
+  local name = ARGV[at]
+  local known = redis.call('HGET', KEYS[5], 'last|' .. name)
+  if (not known) or tonumber(ARGV[at + 1]) - tonumber(known) > hold_ms then
+    redis.call('HSET', KEYS[5], 'start|' .. name, ARGV[at + 1], 'statistic|' .. name, ARGV[at + 4],
+      'threshold|' .. name, ARGV[at + 5])
+  end
+  if (not known) or tonumber(ARGV[at + 2]) > tonumber(known) then
+    redis.call('HSET', KEYS[5], 'last|' .. name, ARGV[at + 2])
+  end
+  redis.call('HINCRBY', KEYS[5], 'count|' .. name, ARGV[at + 3])
 end
 local newest_event_ms = ARGV[position]
 position = position + 1
 
-for pair = 0, (first_marker - 3) / 2 - 1 do
-  local bucket_key = KEYS[4 + 2 * pair]
-  local rollup_key = KEYS[5 + 2 * pair]
+for pair = 0, (first_marker - 5) / 2 - 1 do
+  local bucket_key = KEYS[6 + 2 * pair]
+  local rollup_key = KEYS[7 + 2 * pair]
   local bucket_expire_at_ms = ARGV[position]
   local rollup_expire_at_ms = ARGV[position + 1]
   local field_count = tonumber(ARGV[position + 2])

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from detectors.window_store import (
     SHADOW_INDEX_LIMIT,
+    AlarmEpisode,
     Applied,
     ApplyResult,
     Conflict,
@@ -47,6 +48,9 @@ class MemoryWindowStore(WindowStore):
         self._shadow_records: dict[str, tuple[bytes, int]] = {}
         self._shadow_index: dict[str, dict[str, int]] = defaultdict(dict)
         self._quality_references: dict[str, str] = {}
+        # model -> partition -> (offset covered, state JSON); model -> field -> episode.
+        self._sequential: dict[str, dict[int, tuple[int, str]]] = defaultdict(dict)
+        self._episodes: dict[str, dict[str, AlarmEpisode]] = defaultdict(dict)
         self._purge_at_size = 100_000
 
     def apply(self, update: WindowUpdate) -> ApplyResult:
@@ -77,6 +81,22 @@ class MemoryWindowStore(WindowStore):
         )
         if marked:
             return Conflict(current, labelled=marked)
+        states = self._sequential[update.model]
+        if any(
+            states.get(write.partition, (-1, ""))[0] != write.expected_offset
+            for write in update.sequential_writes
+        ):
+            return Conflict(current)
+        for write in update.sequential_writes:
+            states[write.partition] = (write.offset, write.state)
+        episodes = self._episodes[update.model]
+        for alarm in update.sequential_alarms:
+            known = episodes.get(alarm.field)
+            episodes[alarm.field] = (
+                AlarmEpisode.first(alarm)
+                if known is None
+                else known.apply(alarm, update.sequential_hold_ms)
+            )
         for event_id, expire_at_ms in update.markers:
             self._markers[(update.model, event_id)] = expire_at_ms
         for span in update.ranges:
@@ -97,6 +117,13 @@ class MemoryWindowStore(WindowStore):
             self._newest_event_ms[update.model] = update.newest_event_ms
         self._expire(self.clock())
         return Applied()
+
+    def sequential_states(self, model: str, partitions: Iterable[int]) -> dict[int, str | None]:
+        states = self._sequential.get(model, {})
+        return {p: states[p][1] if p in states else None for p in partitions}
+
+    def sequential_alarms(self, model: str) -> dict[str, AlarmEpisode]:
+        return dict(self._episodes.get(model, {}))
 
     def _expire(self, now_ms: int) -> None:
         expired = [key for key, at in self._expire_at_ms.items() if at <= now_ms]

@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 
 from detectors.window_store import (
     SHADOW_INDEX_LIMIT,
+    AlarmEpisode,
     Applied,
     ApplyResult,
     Conflict,
@@ -146,6 +147,8 @@ class RedisWindowStore(WindowStore):
             self.keys.checkpoints(update.model, update.checkpoint_space),
             self.keys.totals(update.model),
             self.keys.meta(update.model),
+            self.keys.sequential_states(update.model),
+            self.keys.sequential_alarms(update.model),
         ]
         arguments: list[str | int] = [len(update.ranges)]
         for span in update.ranges:
@@ -154,6 +157,19 @@ class RedisWindowStore(WindowStore):
                 span.first_offset,
                 span.last_offset,
                 span.known_applied_offset,
+            ]
+        arguments.append(len(update.sequential_writes))
+        for write in update.sequential_writes:
+            arguments += [write.partition, write.expected_offset, write.offset, write.state]
+        arguments += [len(update.sequential_alarms), update.sequential_hold_ms]
+        for alarm in update.sequential_alarms:
+            arguments += [
+                alarm.field,
+                alarm.first_ms,
+                alarm.last_ms,
+                alarm.count,
+                repr(alarm.statistic),
+                repr(alarm.threshold),
             ]
         arguments.append(update.newest_event_ms)
         bucket_retention = layout.retention_ms(layout.bucket_ms)
@@ -185,6 +201,31 @@ class RedisWindowStore(WindowStore):
         key = self.keys.checkpoints(model, space)
         values = self.client.hmget(key, [str(p) for p in wanted])
         return {p: -1 if v is None else int(v) for p, v in zip(wanted, values, strict=True)}
+
+    def sequential_states(self, model: str, partitions: Iterable[int]) -> dict[int, str | None]:
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        found = self.client.hmget(
+            self.keys.sequential_states(model), [f"state:{p}" for p in wanted]
+        )
+        return {p: None if v is None else str(v) for p, v in zip(wanted, found, strict=True)}
+
+    def sequential_alarms(self, model: str) -> dict[str, AlarmEpisode]:
+        parts: dict[str, dict[str, str]] = {}
+        for name, value in self.client.hgetall(self.keys.sequential_alarms(model)).items():
+            part, _, field = str(name).partition("|")
+            parts.setdefault(field, {})[part] = str(value)
+        return {
+            field: AlarmEpisode(
+                start_ms=int(found["start"]),
+                last_ms=int(found["last"]),
+                count=int(found["count"]),
+                statistic=float(found["statistic"]),
+                threshold=float(found["threshold"]),
+            )
+            for field, found in parts.items()
+        }
 
     def prediction_records(self, event_ids: Sequence[str]) -> list[str | bytes | None]:
         return self._get_untagged([self.keys.prediction(event_id) for event_id in event_ids])

@@ -1,4 +1,8 @@
-"""Exactly-once windows through real Kafka and Redis, with a consumer SIGKILLed mid-run."""
+"""Exactly-once windows through real Kafka and Redis, with a consumer SIGKILLed mid-run.
+
+``fraud`` has a reference, so its events also go through the sequential test, whose state must
+come out as if every event had been fed once, in order, by one uninterrupted consumer.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,20 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import redis
+from click.testing import CliRunner
 
-from detectors.series import Metric
+from detectors.reference import Reference
+from detectors.reference_builder import ReferenceBuilder
+from detectors.sequential_detector import PartitionState, SequentialDetector
+from detectors.series import Metric, Series
 from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import KeySchema
 from detectors.window_summary import summarise
-from driftline.cli import layout_from_config
+from driftline.cli import layout_from_config, main
 from driftline.config import Config
+from driftline.events import InferenceEvent, decode_event, decode_features
 from driftline.synthetic import TrafficSpec, synthetic_events
 from tests.conftest import (
     committed_offsets,
@@ -71,6 +81,7 @@ def test_sigkilled_consumer_counts_every_event_once(
     produce(kafka_bootstrap, config.topics.events, values, keys)
 
     config_path = write_config(config, tmp_path)
+    reference = _import_reference(config_path, tmp_path)
     store = _store(config, redis_client)
     first = start_consumer(config_path, runtime=runtime)
     second = start_consumer(config_path, runtime=runtime)
@@ -114,3 +125,60 @@ def test_sigkilled_consumer_counts_every_event_once(
         assert {s.version: w.events for s, w in by_series.items()} == {
             version: expected[(model, version)] for version in VERSIONS
         }
+
+    _check_sequential_state(
+        store, config, reference, [v for v, k in zip(values, keys, strict=True) if k == b"fraud"]
+    )
+
+
+def _import_reference(config_path: Path, tmp_path: Path) -> Reference:
+    """A reference of ``fraud`` (v0 traffic), imported into Redis before the consumers start."""
+    builder = ReferenceBuilder("fraud")
+    spec = TrafficSpec("fraud", "v0", feature_count=3)
+    builder.add(
+        decode_event(raw)  # type: ignore[misc]
+        for raw, _ in synthetic_events(spec, 5_000, start_ms=0, rate_per_s=100, seed=90)
+    )
+    reference = builder.build(created_at_ms=0)
+    assert len(reference.sequential_features) == 3
+    path = tmp_path / "fraud-reference.json"
+    path.write_text(reference.to_json(), encoding="utf-8")
+    result = CliRunner().invoke(
+        main, ["baseline", "import", "--config", str(config_path), str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    return reference
+
+
+def _check_sequential_state(
+    store: RedisWindowStore, config: Config, reference: Reference, produced: list[bytes]
+) -> None:
+    """The stored state equals one uninterrupted pass over ``produced`` (fraud's events, in the
+    order of their one partition): an event fed twice or skipped would move every running mean."""
+    states = [s for s in store.sequential_states("fraud", range(4)).values() if s is not None]
+    assert len(states) == 1, "fraud's events are keyed to one partition"
+    stored = PartitionState.from_json(states[0])
+    assert stored.offset == len(produced) - 1 and stored.field_tag == reference.field_tag
+    policy = config.drift.sequential_policy()
+    assert policy is not None
+    features = reference.sequential_features
+    detector = SequentialDetector(
+        [f.sequential for f in features if f.sequential is not None],
+        policy,
+        names=[f.name for f in features],
+    )
+    events = [event for event in map(decode_event, produced) if isinstance(event, InferenceEvent)]
+    for version in VERSIONS:
+        mine = [event for event in events if event.version == version]
+        rows = [decode_features(event.features) for event in mine]
+        values = reference.numeric_matrix(features, rows)  # type: ignore[arg-type]
+        expected = detector.start()
+        detector.advance(expected, values, np.array([event.ts for event in mine], dtype=np.int64))
+        found = stored.series[Series(version, "stable").key]
+        for part in ("mean", "variance", "upper", "lower"):
+            assert np.allclose(
+                getattr(found, part), getattr(expected, part), rtol=1e-9, atol=1e-9
+            ), (
+                version,
+                part,
+            )

@@ -21,8 +21,9 @@ from consumers.window_writer import WindowWriter
 from detectors.series import Series
 from detectors.stores.memory_store import MemoryWindowStore
 from detectors.stores.redis_store import RedisWindowStore
-from detectors.window_store import KeySchema, WindowStore
+from detectors.window_store import AlarmEpisode, Applied, Conflict, KeySchema, WindowStore
 from detectors.window_summary import summarise
+from detectors.window_update import PartitionRange, SequentialAlarm, SequentialWrite, WindowUpdate
 from driftline.cli import layout_from_config
 from driftline.config import Config, parse_config
 
@@ -191,3 +192,58 @@ def test_caps_count_overflow_instead_of_growing(redis_client: redis.Redis) -> No
     assert len(versions) == 3 + 1 and "__overflow__" in versions
     assert len(segments) == 2 + 1 and "region=__overflow__" in segments
     assert sum(w.events for s, w in by_series.items() if not s.segment) == 60
+
+
+def _sequential_update(
+    expected_offset: int, offset: int, alarms: list[SequentialAlarm]
+) -> WindowUpdate:
+    return WindowUpdate(
+        model="fraud",
+        ranges=[PartitionRange(0, offset, offset)],
+        buckets={},
+        totals={},
+        newest_event_ms=0,
+        sequential_writes=[SequentialWrite(0, expected_offset, offset, f"state at {offset}")],
+        sequential_alarms=alarms,
+        sequential_hold_ms=60_000,
+    )
+
+
+def test_sequential_states_move_only_from_the_state_they_were_built_on(
+    redis_client: redis.Redis,
+) -> None:
+    """Both stores: a state built on a stale one is refused whole (no checkpoint, no alarm), and
+    alarms within the hold of the previous one extend its episode, later ones start another."""
+    field = "v1|stable||amount"
+
+    def alarm(first_ms: int, last_ms: int, count: int, statistic: float) -> SequentialAlarm:
+        return SequentialAlarm(field, first_ms, last_ms, count, statistic, 20.1)
+
+    for store in _stores(redis_client, CONFIG):
+        assert store.sequential_states("fraud", [0, 1]) == {0: None, 1: None}
+        assert isinstance(
+            store.apply(_sequential_update(-1, 10, [alarm(1_000, 2_000, 3, 21.5)])), Applied
+        )
+        # Built on "nothing stored" again, as a zombie that missed the first write would.
+        refused = store.apply(_sequential_update(-1, 20, [alarm(5_000, 5_000, 1, 30.0)]))
+        assert isinstance(refused, Conflict) and refused.checkpoints == {0: 10}
+        assert store.sequential_states("fraud", [0]) == {0: "state at 10"}
+        assert store.checkpoints("fraud", [0]) == {0: 10}
+        assert store.sequential_alarms("fraud") == {
+            field: AlarmEpisode(1_000, 2_000, 3, 21.5, 20.1)
+        }
+        # Within the hold (60 s) of the last alarm: the same episode.
+        assert isinstance(
+            store.apply(_sequential_update(10, 20, [alarm(50_000, 61_000, 2, 25.0)])), Applied
+        )
+        assert store.sequential_alarms("fraud") == {
+            field: AlarmEpisode(1_000, 61_000, 5, 21.5, 20.1)
+        }
+        # More than the hold after it: a new episode, dated at its own first alarm.
+        assert isinstance(
+            store.apply(_sequential_update(20, 30, [alarm(122_000, 122_000, 1, 20.5)])), Applied
+        )
+        assert store.sequential_alarms("fraud") == {
+            field: AlarmEpisode(122_000, 122_000, 6, 20.5, 20.1)
+        }
+        assert store.sequential_states("fraud", [0]) == {0: "state at 30"}
