@@ -14,7 +14,7 @@ then measures, on the same data:
 Prints one JSON object. Needs the local stack: ``eval "$(bash deploy/local/stack.sh env)"``.
 
     python bench/throughput.py [--events 1000000] [--steady-rate 50000] [--steady-seconds 20]
-                               [--runtime confluent|faust]
+                               [--runtime confluent|faust] [--no-reference] [--no-sequential]
 
 ``--runtime faust`` measures the faust-streaming runtime on the same data; its batches are often
 smaller than ``--batch-size`` (a Faust batch also ends when ``poll_timeout_seconds`` passes), so
@@ -56,7 +56,9 @@ MODELS = ("fraud", "churn", "ranker", "search")
 EVENT_TIME_SPAN_S = 10.0
 
 
-def _config(run: str, bootstrap: str, redis_url: str, runtime_batch: int) -> Config:
+def _config(
+    run: str, bootstrap: str, redis_url: str, runtime_batch: int, sequential: bool = True
+) -> Config:
     return parse_config(
         {
             "kafka": {"bootstrap_servers": bootstrap, "group_id": f"bench-{run}"},
@@ -66,6 +68,7 @@ def _config(run: str, bootstrap: str, redis_url: str, runtime_batch: int) -> Con
                 "dead_letter": f"bench.{run}.dead-letter",
             },
             "consumer": {"batch_size": runtime_batch},
+            "drift": {"sequential": {"enabled": sequential}},
         }
     )
 
@@ -326,6 +329,11 @@ def main() -> None:
         help="measure without references (features then are not binned)",
     )
     parser.add_argument(
+        "--no-sequential",
+        action="store_true",
+        help="turn the sequential test off (drift.sequential.enabled: false)",
+    )
+    parser.add_argument(
         "--runtime",
         choices=("confluent", "faust"),
         default="confluent",
@@ -336,7 +344,9 @@ def main() -> None:
     bootstrap = os.environ.get("DRIFTLINE_KAFKA_BOOTSTRAP", "127.0.0.1:19092")
     redis_url = os.environ.get("DRIFTLINE_REDIS_URL", "redis://127.0.0.1:16379/0")
     run = uuid.uuid4().hex[:8]
-    config = _config(run, bootstrap, redis_url, arguments.batch_size)
+    config = _config(
+        run, bootstrap, redis_url, arguments.batch_size, sequential=not arguments.no_sequential
+    )
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     admin = AdminClient({"bootstrap.servers": bootstrap})
     _create_topics(admin, config, arguments.partitions)
@@ -366,6 +376,7 @@ def main() -> None:
     result = {
         "runtime": arguments.runtime,
         "reference_features": 0 if arguments.no_reference else 20,
+        "sequential_test": not arguments.no_reference and not arguments.no_sequential,
         "event_time_span_s": arguments.event_time_span,
         "events": count,
         "event_bytes_mean": round(mean_bytes, 1),
