@@ -414,13 +414,8 @@ class SequentialRun:
     time as the consumer feeds it; remembers each feature's first alarm after ``from_ms``."""
 
     def __init__(self, reference: Reference, from_ms: int) -> None:
-        features = reference.sequential_features
-        self.detector = SequentialDetector(
-            [f.sequential for f in features if f.sequential is not None],
-            SequentialPolicy(),
-            names=[f.name for f in features],
-        )
-        self.columns = [int(f.name[1:]) for f in features]
+        self.detector = SequentialDetector.for_features(reference.features, SequentialPolicy())
+        self.columns = [int(name[1:]) for name in self.detector.names]
         self.state = self.detector.start()
         self.from_ms = from_ms
         self.first: dict[str, int] = {}
@@ -430,7 +425,7 @@ class SequentialRun:
         """One batch; it must not straddle ``from_ms``."""
         for alarm in self.detector.advance(self.state, values[:, self.columns], times_ms):
             if alarm.first_ms >= self.from_ms:
-                self.first.setdefault(alarm.feature, alarm.first_ms)
+                self.first.setdefault(alarm.field, alarm.first_ms)
             else:
                 self.alarms_before += alarm.count
 

@@ -17,6 +17,7 @@ one is refused (step 3), so no event is counted twice in a state and no alarm is
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from detectors.reference import Reference
 from detectors.sequential_detector import PartitionState, SequentialDetector, SequentialPolicy
 from detectors.window_store import WindowStore
-from detectors.window_update import ModelBatch, SequentialAlarm, SequentialWrite, WindowUpdate
+from detectors.window_update import ModelBatch, SequentialWrite, WindowUpdate
 
 __all__ = ["SequentialTracker"]
 
@@ -72,19 +73,10 @@ class SequentialTracker:
                 rows = mine[series_of_event[mine] == series_index]
                 key = batch.series[series_index].key
                 series_state = state.series.setdefault(key, detector.start())
-                for alarm in detector.advance(
-                    series_state, values[rows], batch.timestamps_ms[rows]
-                ):
-                    update.sequential_alarms.append(
-                        SequentialAlarm(
-                            field=f"{key}|{alarm.feature}",
-                            first_ms=alarm.first_ms,
-                            last_ms=alarm.last_ms,
-                            count=alarm.count,
-                            statistic=alarm.statistic,
-                            threshold=alarm.threshold,
-                        )
-                    )
+                alarms = detector.advance(series_state, values[rows], batch.timestamps_ms[rows])
+                update.sequential_alarms += [
+                    dataclasses.replace(alarm, field=f"{key}|{alarm.field}") for alarm in alarms
+                ]
             # The cached state moves now; if the store refuses the update, record() drops it,
             # and if the write fails midway, the next attempt's offset check refuses it.
             state.offset = int(batch.offsets[mine].max())
@@ -109,11 +101,6 @@ class SequentialTracker:
     def _detector(self, reference: Reference) -> SequentialDetector:
         cached = self._detectors.get(reference.model)
         if cached is None or cached[0] != reference.reference_id:
-            features = reference.sequential_features
-            detector = SequentialDetector(
-                [feature.sequential for feature in features if feature.sequential is not None],
-                self.policy,
-                names=[feature.name for feature in features],
-            )
+            detector = SequentialDetector.for_features(reference.features, self.policy)
             cached = self._detectors[reference.model] = (reference.reference_id, detector)
         return cached[1]

@@ -42,19 +42,22 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 from scipy import optimize, signal, special
 
+if TYPE_CHECKING:
+    from detectors.reference import FeatureReference
+
 __all__ = [
     "ALLOWANCE_SD",
     "HALF_LIFE_EVENTS",
     "SCORE_TABLE_POINTS",
-    "BatchAlarm",
     "PartitionState",
+    "SequentialAlarm",
     "SequentialDetector",
     "SequentialFormatError",
     "SequentialPolicy",
@@ -321,11 +324,12 @@ class PartitionState(msgspec.Struct):
 
 
 @dataclass(frozen=True)
-class BatchAlarm:
+class SequentialAlarm:
     """The alarms of one feature in one batch of one series: the first one's event time,
-    statistic and threshold, the last one's event time, and how many."""
+    statistic and threshold, the last one's event time, and how many. ``field`` is the feature's
+    name; on a window update (``detectors.window_update``), ``<series key>|<feature>``."""
 
-    feature: str
+    field: str
     first_ms: int
     last_ms: int
     count: int
@@ -362,6 +366,14 @@ class SequentialDetector:
             for r in references
         ]
 
+    @classmethod
+    def for_features(
+        cls, features: Sequence[FeatureReference], policy: SequentialPolicy
+    ) -> SequentialDetector:
+        """The tests of the ``features`` that have a sequential block, in their order."""
+        tested = [(f.name, f.sequential) for f in features if f.sequential is not None]
+        return cls([block for _, block in tested], policy, names=[name for name, _ in tested])
+
     def start(self) -> SeriesState:
         """The state of a series never seen: the reference's mean and variance, sums at 0."""
         return SeriesState.of(
@@ -370,7 +382,7 @@ class SequentialDetector:
 
     def advance(
         self, state: SeriesState, values: FloatArray, times_ms: IntArray
-    ) -> list[BatchAlarm]:
+    ) -> list[SequentialAlarm]:
         """Feed one series' values (rows in arrival order, ``nan`` missing) into ``state``, which
         is updated in place; return each feature's alarms."""
         alarms = []
@@ -398,8 +410,8 @@ class SequentialDetector:
                 found.sort()
                 first, statistic, threshold = found[0]
                 alarms.append(
-                    BatchAlarm(
-                        feature=self.names[column],
+                    SequentialAlarm(
+                        field=self.names[column],
                         first_ms=int(times[first]),
                         last_ms=int(times[found[-1][0]]),
                         count=len(found),

@@ -31,7 +31,8 @@ import abc
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from detectors.window_update import SequentialAlarm, WindowLayout, WindowUpdate
+from detectors.sequential_detector import SequentialAlarm
+from detectors.window_update import WindowLayout, WindowUpdate
 
 __all__ = [
     "SHADOW_INDEX_LIMIT",

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from detectors.latency_sketch import LogBucketMapping
 from detectors.prediction_record import PredictionColumns, join_records, shadow_records
+from detectors.sequential_detector import SequentialAlarm
 from detectors.series import Metric, Series, class_metric
 
 __all__ = [
@@ -29,7 +30,6 @@ __all__ = [
     "FeatureBinner",
     "ModelBatch",
     "PartitionRange",
-    "SequentialAlarm",
     "SequentialWrite",
     "WindowLayout",
     "WindowUpdate",
@@ -200,19 +200,6 @@ class SequentialWrite:
     expected_offset: int
     offset: int
     state: str
-
-
-@dataclass(frozen=True)
-class SequentialAlarm:
-    """One batch's alarms of one feature of one series (``field`` is ``<series key>|<feature>``):
-    the first one's event time, statistic and threshold, the last one's time, and how many."""
-
-    field: str
-    first_ms: int
-    last_ms: int
-    count: int
-    statistic: float
-    threshold: float
 
 
 @dataclass

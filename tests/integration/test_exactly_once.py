@@ -162,11 +162,7 @@ def _check_sequential_state(
     policy = config.drift.sequential_policy()
     assert policy is not None
     features = reference.sequential_features
-    detector = SequentialDetector(
-        [f.sequential for f in features if f.sequential is not None],
-        policy,
-        names=[f.name for f in features],
-    )
+    detector = SequentialDetector.for_features(features, policy)
     events = [event for event in map(decode_event, produced) if isinstance(event, InferenceEvent)]
     for version in VERSIONS:
         mine = [event for event in events if event.version == version]

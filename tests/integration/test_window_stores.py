@@ -18,12 +18,13 @@ from hypothesis import strategies as st
 from consumers.batching import BatchAssembler
 from consumers.kafka_consumer import binning_from_config
 from consumers.window_writer import WindowWriter
+from detectors.sequential_detector import SequentialAlarm
 from detectors.series import Series
 from detectors.stores.memory_store import MemoryWindowStore
 from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import AlarmEpisode, Applied, Conflict, KeySchema, WindowStore
 from detectors.window_summary import summarise
-from detectors.window_update import PartitionRange, SequentialAlarm, SequentialWrite, WindowUpdate
+from detectors.window_update import PartitionRange, SequentialWrite, WindowUpdate
 from driftline.cli import layout_from_config
 from driftline.config import Config, parse_config
 

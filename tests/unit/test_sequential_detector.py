@@ -83,7 +83,7 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
     ]
     for start, end in itertools.pairwise(cuts):
         for alarm in detector.advance(state, values[start:end], times_ms[start:end]):
-            found[alarm.feature].append((alarm.first_ms, alarm.last_ms, alarm.count))
+            found[alarm.field].append((alarm.first_ms, alarm.last_ms, alarm.count))
 
     expected, expected_state = _one_at_a_time(detector, values)
     for column, name in enumerate(detector.names):
