@@ -11,9 +11,11 @@ from scipy import special, stats
 
 from detectors.reference import FeatureReference, Reference, ReferenceFormatError
 from detectors.sequential_detector import (
-    ALLOWANCE_SD,
+    ALLOWANCES_SD,
     HALF_LIFE_EVENTS,
     MINIMUM_VARIANCE,
+    TESTS,
+    PartitionState,
     SequentialDetector,
     SequentialPolicy,
     SequentialReference,
@@ -32,8 +34,8 @@ def _one_at_a_time(
     alarms: list[list[int]] = [[] for _ in detector.names]
     for column, reference in enumerate(detector.references):
         mean, variance = state.mean[column], state.variance[column]
-        upper = lower = 0.0
-        upper_threshold, lower_threshold = detector.thresholds[column]
+        sums = [0.0] * len(TESTS)
+        thresholds = detector.thresholds[column].tolist()
         for position, value in enumerate(values[:, column].tolist()):
             if math.isnan(value):
                 continue
@@ -41,14 +43,16 @@ def _one_at_a_time(
             standardised = (score - mean) / math.sqrt(max(variance, MINIMUM_VARIANCE))
             variance = keep * variance + (1 - keep) * (score - mean) ** 2
             mean = keep * mean + (1 - keep) * score
-            upper = max(0.0, upper + standardised - ALLOWANCE_SD)
-            lower = max(0.0, lower - standardised - ALLOWANCE_SD)
-            if upper >= upper_threshold or lower >= lower_threshold:
+            for test, (allowance, sign) in enumerate(TESTS):
+                ratio = 2 * allowance * (sign * standardised - allowance)
+                sums[test] = max(0.0, sums[test] + ratio)
+            crossed = [test for test in range(len(TESTS)) if sums[test] >= thresholds[test]]
+            if crossed:
                 alarms[column].append(position)
-            upper = 0.0 if upper >= upper_threshold else upper
-            lower = 0.0 if lower >= lower_threshold else lower
-        state.mean[column], state.variance[column] = mean, variance
-        state.upper[column], state.lower[column] = upper, lower
+                allowance, sign = TESTS[crossed[0]]
+                mean += sign * 2 * allowance * math.sqrt(max(variance, MINIMUM_VARIANCE))
+                sums = [0.0] * len(TESTS)
+        state.mean[column], state.variance[column], state.sums[column] = mean, variance, sums
     return alarms, state
 
 
@@ -66,7 +70,7 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
     before, after = 3_000, 2_000
     values = np.column_stack(
         [
-            np.concatenate([rng.normal(0, 1, before), rng.normal(1, 1, after)]),
+            np.concatenate([rng.normal(0, 1, before), rng.normal(0.5, 1, after)]),
             np.concatenate([rng.lognormal(0, 1, before), rng.lognormal(-1, 1, after)]),
             rng.poisson(2, before + after).astype(np.float64),
         ]
@@ -95,7 +99,7 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
     # Not vacuous: both shifted features alarm after the change, the unchanged one never.
     assert expected[0] and expected[0][0] >= before and expected[1] and expected[1][0] >= before
     assert expected[2] == []
-    for part in ("mean", "variance", "upper", "lower"):
+    for part in ("mean", "variance", "sums"):
         assert np.allclose(getattr(state, part), getattr(expected_state, part), rtol=1e-9)
 
 
@@ -108,29 +112,44 @@ def _autocorrelated(rng: np.random.Generator, size: int, correlation: float) -> 
     return values
 
 
+Range = tuple[float, float] | None
+NONE_RAISED = ((1.0, 1.01),) * len(ALLOWANCES_SD)
+
+
 @pytest.mark.parametrize(
     ("draw", "upper", "lower"),
     [
-        (lambda rng: rng.normal(0, 1, 200_000), (1.0, 1.05), (1.0, 1.05)),
-        (lambda rng: rng.lognormal(0, 1, 200_000), (1.0, 1.05), (1.0, 1.05)),
-        # Two values: a 1 scores 3 running sd above the mean, a 0 a third of one below, so the
-        # upper side needs a higher threshold and the lower one can never gather evidence.
-        (lambda rng: (rng.random(200_000) < 0.1).astype(np.float64), (1.4, 2.0), None),
+        (lambda rng: rng.normal(0, 1, 200_000), NONE_RAISED, NONE_RAISED),
+        (lambda rng: rng.lognormal(0, 1, 200_000), NONE_RAISED, NONE_RAISED),
+        # Two values: a 1 scores 3 running sd above the mean, a 0 a third of one below. The upper
+        # side needs higher thresholds, the more so the larger the allowance, and the lower side
+        # of the 1 sd test can never gather evidence (a third is less than its allowance).
+        (
+            lambda rng: (rng.random(200_000) < 0.1).astype(np.float64),
+            ((1.5, 1.8), (1.25, 1.5), (1.1, 1.3)),
+            (None, (1.0, 1.01), (1.0, 1.01)),
+        ),
         # Neighbours correlated at 0.3: sums of 200 vary 1.85 times as much as independent ones.
-        (lambda rng: _autocorrelated(rng, 200_000, 0.3), (1.5, 2.2), (1.5, 2.2)),
+        (
+            lambda rng: _autocorrelated(rng, 200_000, 0.3),
+            ((1.5, 2.2),) * len(ALLOWANCES_SD),
+            ((1.5, 2.2),) * len(ALLOWANCES_SD),
+        ),
     ],
     ids=["normal", "lognormal", "binary", "autocorrelated"],
 )
 def test_thresholds_rise_where_scores_are_not_independent_normal_ones(
-    draw: object, upper: tuple[float, float], lower: tuple[float, float] | None
+    draw: object, upper: tuple[Range, ...], lower: tuple[Range, ...]
 ) -> None:
     reference = SequentialReference.fit(draw(np.random.default_rng(3)))  # type: ignore[operator]
     assert reference is not None
-    assert reference.upper_factor is not None and upper[0] <= reference.upper_factor < upper[1]
-    if lower is None:
-        assert reference.lower_factor is None
-    else:
-        assert reference.lower_factor is not None and lower[0] <= reference.lower_factor < lower[1]
+    for factors, expected in ((reference.upper_factors, upper), (reference.lower_factors, lower)):
+        assert len(factors) == len(expected) == len(ALLOWANCES_SD)
+        for factor, bounds in zip(factors, expected, strict=True):
+            if bounds is None:
+                assert factor is None, factors
+            else:
+                assert factor is not None and bounds[0] <= factor < bounds[1], factors
 
 
 def test_scores_are_normal_scores_of_mid_ranks() -> None:
@@ -151,13 +170,44 @@ def test_too_little_or_constant_data_gets_no_test() -> None:
     assert SequentialReference.fit(np.full(10_000, 4.0)) is None
 
 
-def test_siegmund_threshold_holds_its_false_alarm_rate_within_ten_percent() -> None:
-    """Simulated run lengths of the one-sided CUSUM of N(0, 1) - 0.5 against the approximation,
-    at a run length short enough to simulate (2,000 values; about 2,000 alarms)."""
-    threshold = cusum_threshold(ALLOWANCE_SD, 2_000)
-    increments = np.random.default_rng(13).normal(0, 1, 4_000_000) - ALLOWANCE_SD
-    alarms, _, _ = cusum(increments, 0.0, threshold)
-    assert len(increments) / len(alarms) == pytest.approx(2_000, rel=0.1)
+@pytest.mark.parametrize("allowance", ALLOWANCES_SD)
+def test_siegmund_threshold_holds_its_false_alarm_rate_within_ten_percent(allowance: float) -> None:
+    """Simulated run lengths of the one-sided CUSUM of N(0, 1) log-likelihood ratios, restarted
+    after each alarm, against the approximation, at a run length short enough to simulate (2,000
+    values; about 2,000 alarms)."""
+    threshold = np.array([[cusum_threshold(allowance, 2_000)]])
+    slope, offset = np.array([2 * allowance]), np.array([2 * allowance**2])
+    scores = np.random.default_rng(13).normal(0, 1, 4_000_000)[None, :]
+    alarms, origin = 0, 0
+    while True:
+        [crossing], _ = cusum(scores[:, origin:], slope, offset, np.zeros((1, 1)), threshold)
+        if crossing is None:
+            break
+        alarms, origin = alarms + 1, origin + crossing.position + 1
+    assert scores.size / alarms == pytest.approx(2_000, rel=0.1)
+
+
+def test_the_budget_holds_over_all_tests_of_a_feature() -> None:
+    """Six tests share one feature's budget: one false alarm per 20,000 N(0, 1) values. They are
+    correlated, so together they raise at most the budget (Poisson spread: +-10 of 100). A false
+    alarm moves the test's normal, and the next values move it back with a second alarm at
+    once: the pair is one false report, as the hold makes it, and is counted once."""
+    rng = np.random.default_rng(4)
+    reference = SequentialReference.fit(rng.normal(0, 1, 200_000))
+    assert reference is not None
+    policy = SequentialPolicy(false_alarms_per_day=86_400 / 20_000, events_per_second=1.0)
+    detector = SequentialDetector([reference], policy, names=("x",))
+    state, values = detector.start(), rng.normal(0, 1, 2_000_000)
+    alarm_times_ms: list[int] = []
+    alarms = 0
+    for begin in range(0, len(values), 1_000):
+        batch = values[begin : begin + 1_000, None]
+        for alarm in detector.advance(state, batch, np.arange(begin, begin + len(batch))):
+            alarm_times_ms += [alarm.first_ms, alarm.last_ms]
+            alarms += alarm.count
+    reports = 1 + np.count_nonzero(np.diff(alarm_times_ms) > 2_000)
+    assert 70 <= reports <= 115
+    assert alarms >= 1.8 * reports  # the pairs: nearly every false alarm is corrected
 
 
 def test_reference_documents_carry_the_block_and_name_a_bad_one() -> None:
@@ -198,3 +248,27 @@ def test_reference_documents_carry_the_block_and_name_a_bad_one() -> None:
     document["features"][0]["sequential"] = {"values": []}
     with pytest.raises(ReferenceFormatError, match=r"features\[0\]\.sequential: expected the keys"):
         Reference.from_dict(document)
+
+
+def test_blocks_and_states_from_before_the_smaller_allowances_still_load() -> None:
+    """A block with one factor per side keeps its document, so its reference keeps its id, and
+    runs the 1 sd test only; a stored state without sums starts its sums from 0."""
+    fitted = SequentialReference.fit(np.random.default_rng(2).normal(0, 1, 5_000))
+    assert fitted is not None
+    document = fitted.to_dict()
+    del document["upper_factors"], document["lower_factors"]
+    document["upper_factor"], document["lower_factor"] = 1.25, None
+    old = SequentialReference.from_dict(document, "sequential")
+    assert (old.upper_factors, old.lower_factors) == ((1.25,), (None,))
+    assert old.to_dict() == document
+    detector = SequentialDetector([old], SequentialPolicy(), names=("x",))
+    assert np.isfinite(detector.thresholds[0]).tolist() == [True] + [False] * (len(TESTS) - 1)
+
+    stored = PartitionState.from_json(
+        '{"offset": 9, "field_tag": "t", "series": {"k": {"mean": [0.1], "variance": [1.2],'
+        ' "upper": [3.0], "lower": [0.0]}}}'
+    )
+    state = stored.series["k"]
+    assert (state.mean, state.variance) == ([0.1], [1.2])
+    assert state.sums_of(0).tolist() == [0.0] * len(TESTS)
+    assert detector.advance(state, np.full((400, 1), 5.0), np.arange(400))
