@@ -62,7 +62,9 @@ if TYPE_CHECKING:
 __all__ = [
     "ALLOWANCES_SD",
     "HALF_LIFE_EVENTS",
+    "OFFSETS",
     "SCORE_TABLE_POINTS",
+    "SLOPES",
     "TESTS",
     "Crossing",
     "PartitionState",
@@ -100,6 +102,10 @@ MINIMUM_VARIANCE = 1e-4
 SECONDS_PER_DAY = 86_400
 TESTS = tuple((allowance, sign) for allowance in ALLOWANCES_SD for sign in (1.0, -1.0))
 """Each feature's one-sided tests: (allowance, +1 for the upper side or -1 for the lower one)."""
+SLOPES = np.array([2 * allowance * sign for allowance, sign in TESTS])
+OFFSETS = np.array([2 * allowance**2 for allowance, _ in TESTS])
+"""The log-likelihood ratio of a standardised score z under test i is SLOPES[i] z - OFFSETS[i]:
+2a (sign z - a), a the test's allowance (N(sign 2a, 1) against N(0, 1))."""
 ADVANCE_CHUNK_VALUES = 2_048
 """Values of a batch taken at a time: after an alarm, a feature's tests restart on the rest of
 its chunk, so a chunk bounds that work; and a chunk's arrays stay in the CPU's cache (20 features
@@ -270,17 +276,15 @@ class SequentialReference:
             )
             return round(1 / min(1.0, root / inflation), 6)
 
+        # One factor per test, in TESTS order: upper and lower side of each allowance in turn.
+        factors = [factor(ratios) for ratios in SLOPES[:, None] * standardised - OFFSETS[:, None]]
         return cls(
             values=tuple(values.tolist()),
             scores=tuple(scores.tolist()),
             mean=mean,
             variance=variance,
-            upper_factors=tuple(
-                factor(_log_likelihood_ratios(standardised, a)) for a in ALLOWANCES_SD
-            ),
-            lower_factors=tuple(
-                factor(_log_likelihood_ratios(-standardised, a)) for a in ALLOWANCES_SD
-            ),
+            upper_factors=tuple(factors[0::2]),
+            lower_factors=tuple(factors[1::2]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -420,12 +424,6 @@ class SequentialDetector:
                 for side, factor in enumerate(factors):
                     if factor is not None:
                         self.thresholds[row, 2 * allowance + side] = bases[allowance] * factor
-        allowances = np.array([allowance for allowance, _ in TESTS])
-        signs = np.array([sign for _, sign in TESTS])
-        # The log-likelihood ratio of a standardised score z under test i is
-        # slopes[i] z - offsets[i]: 2a (sign z - a), a the test's allowance.
-        self._slopes = 2 * allowances * signs
-        self._offsets = 2 * allowances**2
         self._tables = [
             (np.asarray(r.values, dtype=np.float64), np.asarray(r.scores, dtype=np.float64))
             for r in references
@@ -499,7 +497,7 @@ class SequentialDetector:
             standardised, means_after, variances_after = _standardised(scores, state, columns)
             starts = np.array([state.sums_of(column) for column in columns.tolist()])
             crossings, sums = cusum(
-                standardised.T, self._slopes, self._offsets, starts, self.thresholds[columns]
+                standardised.T, SLOPES, OFFSETS, starts, self.thresholds[columns]
             )
             for index, column in enumerate(columns.tolist()):
                 crossing = crossings[index]
@@ -616,9 +614,3 @@ def _cusum_statistics(
     np.minimum(floor, 0.0, out=floor)
     statistics -= floor
     return statistics
-
-
-def _log_likelihood_ratios(scores: FloatArray, allowance_sd: float) -> FloatArray:
-    """Of N(2 x allowance, 1) against N(0, 1), for each score."""
-    ratios: FloatArray = 2 * allowance_sd * (scores - allowance_sd)
-    return ratios
