@@ -48,6 +48,7 @@ from detectors.drift_statistics import DriftStatistic
 from detectors.reference import Reference
 from detectors.reference_builder import window_counts
 from detectors.series import Series, split_field
+from detectors.window_store import AlarmEpisode
 from detectors.window_summary import SeriesWindow
 from driftline.drift_config import DriftConfig
 
@@ -76,25 +77,27 @@ class DriftTransition:
     value: float | None
     threshold: float
     window: str
+    shift_sd: float | None = None
+    """Sequential transitions only: the net shift of the alarm episode (``AlarmEpisode``)."""
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "kind": "drift",
-                "model": self.model,
-                "version": self.version,
-                "deployment": self.deployment,
-                "segment": self.segment,
-                "feature": self.feature,
-                "state": self.state,
-                "at": self.at_ms,
-                "stat": self.stat,
-                "value": self.value,
-                "threshold": self.threshold,
-                "window": self.window,
-            },
-            allow_nan=False,
-        )
+        line: dict[str, object] = {
+            "kind": "drift",
+            "model": self.model,
+            "version": self.version,
+            "deployment": self.deployment,
+            "segment": self.segment,
+            "feature": self.feature,
+            "state": self.state,
+            "at": self.at_ms,
+            "stat": self.stat,
+            "value": self.value,
+            "threshold": self.threshold,
+            "window": self.window,
+        }
+        if self.shift_sd is not None:
+            line["shift_sd"] = self.shift_sd
+        return json.dumps(line, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -217,18 +220,22 @@ class DriftFigures:
         if not model.sequential or series.segment:
             return None
         held = [
-            episode is not None and model.now_ms - episode.last_ms <= self.hold_ms
+            episode is not None and self._holds(model, episode)
             for episode in (model.sequential.get(f"{series.key}|{item}") for item in items)
         ]
         return np.array(held, dtype=np.bool_)
 
-    @staticmethod
-    def _add_alarm_counts(model: ModelWindows, snapshot: Snapshot) -> None:
+    def _holds(self, model: ModelWindows, episode: AlarmEpisode) -> bool:
+        return model.now_ms - episode.last_ms <= self.hold_ms
+
+    def _add_alarm_counts(self, model: ModelWindows, snapshot: Snapshot) -> None:
         for field, episode in sorted(model.sequential.items()):
             series, feature = split_field(field)
-            snapshot.add(
-                names.SEQUENTIAL_ALARMS_TOTAL, (model.model, *series, feature), episode.count
-            )
+            labels = (model.model, *series, feature)
+            snapshot.add(names.SEQUENTIAL_ALARMS_TOTAL, labels, episode.count)
+            snapshot.add(names.SEQUENTIAL_EPISODES_TOTAL, labels, episode.episodes)
+            if episode.shift_sd is not None and self._holds(model, episode):
+                snapshot.add(names.SEQUENTIAL_SHIFT, labels, episode.shift_sd)
 
     @staticmethod
     def _add_samples(model: str, series: Series, drift: SeriesDrift, snapshot: Snapshot) -> None:
@@ -282,18 +289,21 @@ class DriftFigures:
             if verdict.drifted == before.drifted:
                 continue
             window = _responsible_window(before, verdict, evaluated)
-            at_ms = None
+            at_ms = shift_sd = None
             if window == "sequential":
                 episode = model.sequential[f"{series.key}|{item}"]
                 reported = (SEQUENTIAL_STATISTIC, episode.threshold)
                 value: float | None = episode.statistic if verdict.drifted else None
                 at_ms = episode.start_ms if verdict.drifted else None
+                shift_sd = episode.shift_sd
             else:
                 reported = (str(statistic), threshold)
                 value = float(drift.windows[window].statistics[statistic][index])
                 value = None if math.isnan(value) else value
             state = "drifted" if verdict.drifted else "ok"
-            self._report(model, series, item, state, window, reported, value, at_ms=at_ms)
+            self._report(
+                model, series, item, state, window, reported, value, at_ms=at_ms, shift_sd=shift_sd
+            )
 
     def _report(
         self,
@@ -305,6 +315,7 @@ class DriftFigures:
         statistic: tuple[str, float],
         value: float | None,
         at_ms: int | None = None,
+        shift_sd: float | None = None,
     ) -> None:
         self.on_transition(
             DriftTransition(
@@ -319,6 +330,7 @@ class DriftFigures:
                 value=value,
                 threshold=statistic[1],
                 window=window,
+                shift_sd=shift_sd,
             )
         )
 

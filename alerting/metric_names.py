@@ -175,6 +175,22 @@ SEQUENTIAL_ALARMS_TOTAL = _metric(
     "Alarms of the per-value sequential test (whole traffic only: segment is empty).",
     (*SERIES_LABELS, "feature"),
 )
+SEQUENTIAL_EPISODES_TOTAL = _metric(
+    "driftline_drift_sequential_episodes_total",
+    "counter",
+    "Episodes of the sequential test's alarms: alarms within drift.sequential.hold_seconds of "
+    "the one before are one episode, one report of drift. This is what its false-alarm budget "
+    "counts (a false alarm and the alarm that corrects it are one episode).",
+    (*SERIES_LABELS, "feature"),
+)
+SEQUENTIAL_SHIFT = _metric(
+    "driftline_drift_sequential_shift_sd",
+    "gauge",
+    "While a sequential alarm holds the feature drifted: how far its episode's alarms moved the "
+    "feature's running mean, in standard deviations of its normal scores (signed; about 0 for a "
+    "false alarm and the alarm that corrected it).",
+    (*SERIES_LABELS, "feature"),
+)
 DRIFT_SHARE = _metric(
     "driftline_drift_share_ratio",
     "gauge",
@@ -205,6 +221,8 @@ DRIFT_METRICS: tuple[MetricName, ...] = (
     DRIFT_SAMPLES,
     DRIFTED,
     SEQUENTIAL_ALARMS_TOTAL,
+    SEQUENTIAL_EPISODES_TOTAL,
+    SEQUENTIAL_SHIFT,
     DRIFT_SHARE,
     REFERENCE_PRESENT,
     REFERENCE_AGE,

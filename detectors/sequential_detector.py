@@ -39,8 +39,8 @@ carries from one batch to the next, and cutting a stream into batches does not c
 >>> state = detector.start()
 >>> alarms = detector.advance(state, values[:3_000], times_ms[:3_000])
 >>> alarms += detector.advance(state, values[3_000:], times_ms[3_000:])
->>> alarms[0].first_ms, alarms[0].count  # one lasting shift, one alarm
-(5123, 1)
+>>> alarms[0].first_ms, alarms[0].count, alarms[0].shift_sd  # one lasting shift, one alarm
+(5123, 1, 0.5)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgspec
 import numpy as np
@@ -388,8 +388,11 @@ class PartitionState(msgspec.Struct):
 @dataclass(frozen=True)
 class SequentialAlarm:
     """The alarms of one feature in one batch of one series: the first one's event time,
-    statistic and threshold, the last one's event time, and how many. ``field`` is the feature's
-    name; on a window update (``detectors.window_update``), ``<series key>|<feature>``."""
+    statistic and threshold, the last one's event time, how many, and ``shift_sd``, the sum of
+    the shifts their tests are tuned to (+1 for an upper 1 sd test, -0.25 for a lower 0.25 sd
+    one): how far, in standard deviations of the scores, the alarms moved the running mean.
+    ``field`` is the feature's name; on a window update (``detectors.window_update``),
+    ``<series key>|<feature>``."""
 
     field: str
     first_ms: int
@@ -397,6 +400,16 @@ class SequentialAlarm:
     count: int
     statistic: float
     threshold: float
+    shift_sd: float
+
+
+class _Crossed(NamedTuple):
+    """One alarm of a feature, as :meth:`SequentialDetector.advance` gathers them."""
+
+    at_ms: int
+    statistic: float
+    threshold: float
+    shift_sd: float
 
 
 class SequentialDetector:
@@ -448,7 +461,7 @@ class SequentialDetector:
     ) -> list[SequentialAlarm]:
         """Feed one series' values (rows in arrival order, ``nan`` missing) into ``state``, which
         is updated in place; return each feature's alarms, in feature order."""
-        found: dict[int, list[tuple[int, float, float]]] = {}
+        found: dict[int, list[_Crossed]] = {}
         for begin in range(0, len(values), ADVANCE_CHUNK_VALUES):
             chunk_values = values[begin : begin + ADVANCE_CHUNK_VALUES]
             chunk_times_ms = times_ms[begin : begin + ADVANCE_CHUNK_VALUES]
@@ -469,11 +482,12 @@ class SequentialDetector:
         return [
             SequentialAlarm(
                 field=self.names[column],
-                first_ms=alarms[0][0],
-                last_ms=alarms[-1][0],
+                first_ms=alarms[0].at_ms,
+                last_ms=alarms[-1].at_ms,
                 count=len(alarms),
-                statistic=round(alarms[0][1], 6),
-                threshold=round(alarms[0][2], 6),
+                statistic=round(alarms[0].statistic, 6),
+                threshold=round(alarms[0].threshold, 6),
+                shift_sd=sum(alarm.shift_sd for alarm in alarms),
             )
             for column, alarms in sorted(found.items())
         ]
@@ -484,10 +498,10 @@ class SequentialDetector:
         columns: IntArray,
         values: FloatArray,
         times_ms: IntArray,
-        found: dict[int, list[tuple[int, float, float]]],
+        found: dict[int, list[_Crossed]],
     ) -> None:
         """Feed the rows of ``values`` (none missing in ``columns``) into ``state``; add each
-        alarm's time, statistic and threshold to ``found``."""
+        alarm to ``found``."""
         work = [(columns, 0)] if len(columns) and len(values) else []
         while work:
             columns, origin = work.pop()
@@ -505,17 +519,22 @@ class SequentialDetector:
                     state.sums[column] = sums[index].tolist()
                     continue
                 at, test = crossing.position, crossing.test
-                threshold = float(self.thresholds[column, test])
+                allowance, sign = TESTS[test]
+                shift_sd = sign * 2 * allowance
                 found.setdefault(column, []).append(
-                    (int(times_ms[origin + at]), crossing.statistic, threshold)
+                    _Crossed(
+                        int(times_ms[origin + at]),
+                        crossing.statistic,
+                        float(self.thresholds[column, test]),
+                        shift_sd,
+                    )
                 )
                 # From the next value on, the stream is judged against the level the test alarmed
                 # at: the running mean moves by the shift the test is tuned to. A lasting shift
                 # then raises one alarm, not one per value until the running mean catches up.
-                allowance, sign = TESTS[test]
                 variance = float(variances_after[at, index])
                 spread = math.sqrt(max(variance, MINIMUM_VARIANCE))
-                state.mean[column] = float(means_after[at, index]) + sign * 2 * allowance * spread
+                state.mean[column] = float(means_after[at, index]) + shift_sd * spread
                 state.variance[column] = variance
                 state.sums[column] = [0.0] * len(TESTS)
                 if origin + at + 1 < len(values):

@@ -28,6 +28,7 @@ touches one Redis Cluster slot.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -88,27 +89,44 @@ ApplyResult = Applied | Conflict | StateLost
 class AlarmEpisode:
     """The sequential alarms of one feature of one series since the first one that came more
     than the hold after the one before: the first's event time, statistic and threshold, the
-    last one's event time, and how many alarms ever."""
+    last one's event time, how many alarms and how many episodes ever, and ``shift_sd``, the net
+    shift the episode's alarms moved the running mean by (``None`` for an episode stored before
+    driftline recorded it).
+
+    Every false alarm is followed by the alarm that corrects it, so a false alarm's episode nets
+    about 0, and a lasting shift's nets about its size."""
 
     start_ms: int
     last_ms: int
     count: int
     statistic: float
     threshold: float
+    shift_sd: float | None
+    episodes: int
 
     def apply(self, alarm: SequentialAlarm, hold_ms: int) -> AlarmEpisode:
         """This episode after ``alarm`` (the stores' rule; the Redis script mirrors it)."""
         if alarm.first_ms - self.last_ms > hold_ms:
-            start = (alarm.first_ms, alarm.statistic, alarm.threshold)
-        else:
-            start = (self.start_ms, self.statistic, self.threshold)
-        return AlarmEpisode(
-            start[0], max(self.last_ms, alarm.last_ms), self.count + alarm.count, *start[1:]
+            return AlarmEpisode.first(alarm, self.count, self.episodes)
+        return dataclasses.replace(
+            self,
+            last_ms=max(self.last_ms, alarm.last_ms),
+            count=self.count + alarm.count,
+            shift_sd=None if self.shift_sd is None else self.shift_sd + alarm.shift_sd,
         )
 
     @classmethod
-    def first(cls, alarm: SequentialAlarm) -> AlarmEpisode:
-        return cls(alarm.first_ms, alarm.last_ms, alarm.count, alarm.statistic, alarm.threshold)
+    def first(cls, alarm: SequentialAlarm, count: int = 0, episodes: int = 0) -> AlarmEpisode:
+        """The episode ``alarm`` starts, after ``count`` alarms in ``episodes`` episodes."""
+        return cls(
+            alarm.first_ms,
+            alarm.last_ms,
+            count + alarm.count,
+            alarm.statistic,
+            alarm.threshold,
+            alarm.shift_sd,
+            episodes + 1,
+        )
 
 
 @dataclass(frozen=True)
@@ -190,7 +208,7 @@ class KeySchema:
 
     def sequential_alarms(self, model: str) -> str:
         """Hash of the alarm episodes: ``<part>|<series key>|<feature>``, part one of
-        ``start``, ``last``, ``count``, ``statistic``, ``threshold``."""
+        ``start``, ``last``, ``count``, ``statistic``, ``threshold``, ``shift``, ``episodes``."""
         return f"{self.prefix}:{{{model}}}:sequential-alarms"
 
     def reference(self, model: str) -> str:

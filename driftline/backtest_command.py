@@ -96,7 +96,8 @@ def backtest(
 
     Output (stdout), one JSON object per line: {"kind": "drift", "model", "version",
     "deployment", "segment", "feature", "state": "drifted"|"ok", "at" (event time, epoch ms),
-    "stat", "value", "threshold", "window"} for every change, then {"kind": "summary", ...}.
+    "stat", "value", "threshold", "window"} for every change (with "shift_sd", the net shift
+    in sd, when "window" is "sequential"), then {"kind": "summary", ...}.
     The same input always gives byte-identical output. Files larger than memory are read as
     they are replayed; one out of event-time order is sorted first, on disk if it must be. A
     pipe (/dev/stdin, <(bzcat ...)) is copied to TMPDIR as it is read, then read as a file.

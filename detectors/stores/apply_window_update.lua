@@ -13,9 +13,9 @@
 -- then sequential write count W and W quadruples (partition, offset the stored state must cover
 -- or -1 for none, offset the new state covers, new state): if a stored state covers another
 -- offset, nothing is written and status 0 is returned, as for a checkpoint conflict;
--- then alarm count A, hold ms, and A sextuples (series key|feature, first ms, last ms, count,
--- statistic, threshold), each extending its feature's episode (detectors/window_store.py,
--- AlarmEpisode.apply); then newest event ms,
+-- then alarm count A, hold ms, and A septuples (series key|feature, first ms, last ms, count,
+-- statistic, threshold, shift sd), each extending its feature's episode or starting the next
+-- (detectors/window_store.py, AlarmEpisode.apply); then newest event ms,
 -- then per bucket pair: bucket expire-at ms, rollup expire-at ms, field count F, F (field, increment)
 -- pairs; then total count T and T (field, increment) pairs; then M marker expire-at ms, then M.
 
@@ -45,7 +45,7 @@ position = writes_at + 4 * write_count
 local alarm_count = tonumber(ARGV[position])
 local hold_ms = tonumber(ARGV[position + 1])
 local alarms_at = position + 2
-position = alarms_at + 6 * alarm_count
+position = alarms_at + 7 * alarm_count
 for w = 0, write_count - 1 do
   local at = writes_at + 4 * w
   local stored = redis.call('HGET', KEYS[4], 'offset:' .. ARGV[at])
@@ -80,12 +80,18 @@ for w = 0, write_count - 1 do
   redis.call('HSET', KEYS[4], 'offset:' .. ARGV[at], ARGV[at + 2], 'state:' .. ARGV[at], ARGV[at + 3])
 end
 for a = 0, alarm_count - 1 do
-  local at = alarms_at + 6 * a
+  local at = alarms_at + 7 * a
   local name = ARGV[at]
   local known = redis.call('HGET', KEYS[5], 'last|' .. name)
   if (not known) or tonumber(ARGV[at + 1]) - tonumber(known) > hold_ms then
+    -- An episode stored before episodes were counted was at least one.
+    local episodes = 1
+    if known then episodes = tonumber(redis.call('HGET', KEYS[5], 'episodes|' .. name) or '1') + 1 end
     redis.call('HSET', KEYS[5], 'start|' .. name, ARGV[at + 1], 'statistic|' .. name, ARGV[at + 4],
-      'threshold|' .. name, ARGV[at + 5])
+      'threshold|' .. name, ARGV[at + 5], 'shift|' .. name, ARGV[at + 6], 'episodes|' .. name, episodes)
+  elseif redis.call('HEXISTS', KEYS[5], 'shift|' .. name) == 1 then
+    -- An episode stored before shifts were recorded keeps none until it ends.
+    redis.call('HINCRBYFLOAT', KEYS[5], 'shift|' .. name, ARGV[at + 6])
   end
   if (not known) or tonumber(ARGV[at + 2]) > tonumber(known) then
     redis.call('HSET', KEYS[5], 'last|' .. name, ARGV[at + 2])

@@ -170,6 +170,7 @@ class RedisWindowStore(WindowStore):
                 alarm.count,
                 repr(alarm.statistic),
                 repr(alarm.threshold),
+                repr(alarm.shift_sd),
             ]
         arguments.append(update.newest_event_ms)
         bucket_retention = layout.retention_ms(layout.bucket_ms)
@@ -223,6 +224,9 @@ class RedisWindowStore(WindowStore):
                 count=int(found["count"]),
                 statistic=float(found["statistic"]),
                 threshold=float(found["threshold"]),
+                # Episodes stored before these were recorded have neither.
+                shift_sd=float(found["shift"]) if "shift" in found else None,
+                episodes=int(found.get("episodes", 1)),
             )
             for field, found in parts.items()
         }

@@ -214,11 +214,14 @@ def test_sequential_states_move_only_from_the_state_they_were_built_on(
     redis_client: redis.Redis,
 ) -> None:
     """Both stores: a state built on a stale one is refused whole (no checkpoint, no alarm), and
-    alarms within the hold of the previous one extend its episode, later ones start another."""
+    alarms within the hold of the previous one extend its episode (adding their shifts), later
+    ones start another."""
     field = "v1|stable||amount"
 
-    def alarm(first_ms: int, last_ms: int, count: int, statistic: float) -> SequentialAlarm:
-        return SequentialAlarm(field, first_ms, last_ms, count, statistic, 20.1)
+    def alarm(
+        first_ms: int, last_ms: int, count: int, statistic: float, shift_sd: float = 0.5
+    ) -> SequentialAlarm:
+        return SequentialAlarm(field, first_ms, last_ms, count, statistic, 20.1, shift_sd)
 
     for store in _stores(redis_client, CONFIG):
         assert store.sequential_states("fraud", [0, 1]) == {0: None, 1: None}
@@ -231,20 +234,55 @@ def test_sequential_states_move_only_from_the_state_they_were_built_on(
         assert store.sequential_states("fraud", [0]) == {0: "state at 10"}
         assert store.checkpoints("fraud", [0]) == {0: 10}
         assert store.sequential_alarms("fraud") == {
-            field: AlarmEpisode(1_000, 2_000, 3, 21.5, 20.1)
+            field: AlarmEpisode(1_000, 2_000, 3, 21.5, 20.1, 0.5, 1)
         }
         # Within the hold (60 s) of the last alarm: the same episode.
         assert isinstance(
-            store.apply(_sequential_update(10, 20, [alarm(50_000, 61_000, 2, 25.0)])), Applied
+            store.apply(_sequential_update(10, 20, [alarm(50_000, 61_000, 2, 25.0, -0.75)])),
+            Applied,
         )
         assert store.sequential_alarms("fraud") == {
-            field: AlarmEpisode(1_000, 61_000, 5, 21.5, 20.1)
+            field: AlarmEpisode(1_000, 61_000, 5, 21.5, 20.1, -0.25, 1)
         }
         # More than the hold after it: a new episode, dated at its own first alarm.
         assert isinstance(
-            store.apply(_sequential_update(20, 30, [alarm(122_000, 122_000, 1, 20.5)])), Applied
+            store.apply(_sequential_update(20, 30, [alarm(122_000, 122_000, 1, 20.5, 1.0)])),
+            Applied,
         )
         assert store.sequential_alarms("fraud") == {
-            field: AlarmEpisode(122_000, 122_000, 6, 20.5, 20.1)
+            field: AlarmEpisode(122_000, 122_000, 6, 20.5, 20.1, 1.0, 2)
         }
         assert store.sequential_states("fraud", [0]) == {0: "state at 30"}
+
+
+def test_an_episode_stored_before_shifts_and_episodes_were_recorded_still_reads(
+    redis_client: redis.Redis,
+) -> None:
+    """An episode hash written without ``shift`` and ``episodes`` reads as one episode of
+    unknown shift; it keeps no shift until it ends, and the next episode is the second."""
+    field = "v1|stable||amount"
+    store, _ = _stores(redis_client, CONFIG)
+    key = store.keys.sequential_alarms("fraud")
+    redis_client.hset(
+        key,
+        mapping={
+            f"start|{field}": 1_000,
+            f"last|{field}": 2_000,
+            f"count|{field}": 3,
+            f"statistic|{field}": 21.5,
+            f"threshold|{field}": 20.1,
+        },
+    )
+    assert store.sequential_alarms("fraud") == {
+        field: AlarmEpisode(1_000, 2_000, 3, 21.5, 20.1, None, 1)
+    }
+    within = SequentialAlarm(field, 30_000, 30_000, 1, 22.0, 20.1, -0.25)
+    assert isinstance(store.apply(_sequential_update(-1, 10, [within])), Applied)
+    assert store.sequential_alarms("fraud") == {
+        field: AlarmEpisode(1_000, 30_000, 4, 21.5, 20.1, None, 1)
+    }
+    after = SequentialAlarm(field, 100_000, 100_500, 2, 23.0, 20.1, 0.5)
+    assert isinstance(store.apply(_sequential_update(10, 20, [after])), Applied)
+    assert store.sequential_alarms("fraud") == {
+        field: AlarmEpisode(100_000, 100_500, 6, 23.0, 20.1, 0.5, 2)
+    }

@@ -52,6 +52,10 @@ WINDOWS_ONLY = Config.model_validate({"drift": {"sequential": {"enabled": False}
 """The histograms alone, without the per-value sequential test."""
 
 
+SERIES = {"model": "fraud", "version": "v2", "deployment": "stable", "segment": ""}
+"""The labels of the whole traffic of :func:`normal_stream`'s series."""
+
+
 def replay(
     lines: Sequence[bytes], reference: Reference, config: Config | None = None
 ) -> tuple[list[DriftTransition], Backtest]:
@@ -195,14 +199,13 @@ def test_stationary_stream_of_half_a_million_events_raises_nothing(
     assert backtest.summary.ticks == 200
     # Not vacuous: at the last tick every feature had data and was decided "not drifted".
     snapshot = backtest.evaluator.collector.snapshot
-    series = {"model": "fraud", "version": "v2", "deployment": "stable", "segment": ""}
     for item in ("f0", "f1", "f2", "f3", "f4", "@prediction", "@confidence"):
-        assert snapshot.value(names.DRIFTED, **series, feature=item) == 0, item
-        short = snapshot.value(names.DRIFT_SAMPLES, **series, window="short", feature=item)
+        assert snapshot.value(names.DRIFTED, **SERIES, feature=item) == 0, item
+        short = snapshot.value(names.DRIFT_SAMPLES, **SERIES, window="short", feature=item)
         assert short == 145_000  # the 290 s of events before the last tick
-        fast = snapshot.value(names.DRIFT_SAMPLES, **series, window="fast", feature=item)
+        fast = snapshot.value(names.DRIFT_SAMPLES, **SERIES, window="fast", feature=item)
         assert fast == 10_000  # 20 s: the fast window's newest bucket starts at the last tick
-    assert snapshot.value(names.DRIFT_SHARE, **series) == 0.0
+    assert snapshot.value(names.DRIFT_SHARE, **SERIES) == 0.0
 
 
 USUAL_COUNTRIES = (0.4, 0.3, 0.15, 0.1, 0.05)
@@ -270,12 +273,7 @@ def test_a_drift_clears_once_both_windows_are_back_to_normal(
     assert [(t.feature, t.state) for t in transitions] == [("f0", "drifted"), ("f0", "ok")]
     alarms = {
         feature: backtest.evaluator.collector.snapshot.value(
-            names.SEQUENTIAL_ALARMS_TOTAL,
-            model="fraud",
-            version="v2",
-            deployment="stable",
-            segment="",
-            feature=feature,
+            names.SEQUENTIAL_ALARMS_TOTAL, **SERIES, feature=feature
         )
         for feature in ("f0", "f1", "f2", "f3", "f4")
     }
@@ -283,6 +281,11 @@ def test_a_drift_clears_once_both_windows_are_back_to_normal(
         # The shift and the return: at least one alarm each; the unchanged features none.
         assert alarms["f0"] is not None and alarms["f0"] >= 2
         assert [alarms[f] for f in ("f1", "f2", "f3", "f4")] == [None] * 4
+        # Six minutes apart, more than the hold: two episodes, two reports of drift.
+        episodes = backtest.evaluator.collector.snapshot.value(
+            names.SEQUENTIAL_EPISODES_TOTAL, **SERIES, feature="f0"
+        )
+        assert episodes == 2
     else:
         assert set(alarms.values()) == {None}
     raised, cleared = transitions
@@ -324,6 +327,18 @@ def test_a_blip_only_the_sequential_test_sees_clears_after_the_hold(
     ]
     raised, cleared = transitions
     assert blip_ms < raised.at_ms < after_ms and raised.stat == "cusum"
+    # Raised as a shift upwards; cleared with the episode netting no shift: the blip's end
+    # moved the running mean back.
+    assert raised.shift_sd is not None and raised.shift_sd >= 1.0
+    assert cleared.shift_sd == 0.0
+    snapshot = backtest.evaluator.collector.snapshot
+    assert snapshot.value(names.SEQUENTIAL_EPISODES_TOTAL, **SERIES, feature="f0") == 1
+    assert snapshot.value(names.SEQUENTIAL_SHIFT, **SERIES, feature="f0") is None  # not held
+    # A minute after the blip, still within the hold: the gauge says the blip has passed.
+    _, held = replay(lines[: 36_000 + 500 + 6_000], small_reference)
+    snapshot = held.evaluator.collector.snapshot
+    assert snapshot.value(names.DRIFTED, **SERIES, feature="f0") == 1
+    assert snapshot.value(names.SEQUENTIAL_SHIFT, **SERIES, feature="f0") == 0.0
     # Cleared at the first tick more than the hold after the episode's last alarm.
     hold_ms = Config().drift.sequential.hold_seconds * 1000
     assert raised.at_ms + hold_ms < cleared.at_ms <= after_ms + hold_ms + backtest.tick_ms
@@ -415,7 +430,10 @@ def test_backtest_command_output_is_byte_identical_and_independent_of_file_order
         "value",
         "threshold",
         "window",
+        "shift_sd",  # sequential transitions only
     ]
+    # Both shifted features moved up by 1 sd; the transitions say so.
+    assert [(r["window"], r["shift_sd"]) for r in transitions] == [("sequential", 1.0)] * 2
     assert summary["kind"] == "summary"
     assert summary["lines"] == 25_002 and summary["events_applied"] == 25_000
     assert summary["refused"] == {"bad_json": 1, "missing_field": 1}

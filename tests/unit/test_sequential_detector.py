@@ -27,11 +27,12 @@ from detectors.sequential_detector import (
 
 def _one_at_a_time(
     detector: SequentialDetector, values: np.ndarray
-) -> tuple[list[list[int]], SeriesState]:
-    """The detector written plainly, one value at a time: alarm positions per feature, state."""
+) -> tuple[list[list[tuple[int, float]]], SeriesState]:
+    """The detector written plainly, one value at a time: per feature, each alarm's position and
+    the shift its test is tuned to; and the state."""
     keep = 0.5 ** (1 / HALF_LIFE_EVENTS)
     state = detector.start()
-    alarms: list[list[int]] = [[] for _ in detector.names]
+    alarms: list[list[tuple[int, float]]] = [[] for _ in detector.names]
     for column, reference in enumerate(detector.references):
         mean, variance = state.mean[column], state.variance[column]
         sums = [0.0] * len(TESTS)
@@ -48,8 +49,8 @@ def _one_at_a_time(
                 sums[test] = max(0.0, sums[test] + ratio)
             crossed = [test for test in range(len(TESTS)) if sums[test] >= thresholds[test]]
             if crossed:
-                alarms[column].append(position)
                 allowance, sign = TESTS[crossed[0]]
+                alarms[column].append((position, sign * 2 * allowance))
                 mean += sign * 2 * allowance * math.sqrt(max(variance, MINIMUM_VARIANCE))
                 sums = [0.0] * len(TESTS)
         state.mean[column], state.variance[column], state.sums[column] = mean, variance, sums
@@ -79,7 +80,7 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
     times_ms = np.arange(len(values), dtype=np.int64) * 10
 
     state = detector.start()
-    found: dict[str, list[tuple[int, int, int]]] = {name: [] for name in detector.names}
+    found: dict[str, list[tuple[int, int, int, float]]] = {name: [] for name in detector.names}
     cuts = [
         0,
         *sorted(rng.choice(np.arange(1, len(values)), 7, replace=False).tolist()),
@@ -87,17 +88,20 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
     ]
     for start, end in itertools.pairwise(cuts):
         for alarm in detector.advance(state, values[start:end], times_ms[start:end]):
-            found[alarm.field].append((alarm.first_ms, alarm.last_ms, alarm.count))
+            found[alarm.field].append((alarm.first_ms, alarm.last_ms, alarm.count, alarm.shift_sd))
 
     expected, expected_state = _one_at_a_time(detector, values)
     for column, name in enumerate(detector.names):
-        positions = expected[column]
-        assert sum(count for _, _, count in found[name]) == len(positions), name
+        positions = [position for position, _ in expected[column]]
+        assert sum(count for _, _, count, _ in found[name]) == len(positions), name
+        assert sum(shift for *_, shift in found[name]) == sum(s for _, s in expected[column])
         if positions:
             assert found[name][0][0] == times_ms[positions[0]]
             assert found[name][-1][1] == times_ms[positions[-1]]
-    # Not vacuous: both shifted features alarm after the change, the unchanged one never.
-    assert expected[0] and expected[0][0] >= before and expected[1] and expected[1][0] >= before
+    # Not vacuous: both shifted features alarm after the change, upwards and downwards; the
+    # unchanged one never.
+    assert expected[0] and expected[0][0][0] >= before and expected[1][0][0] >= before
+    assert expected[0][0][1] > 0 and expected[1][0][1] < 0
     assert expected[2] == []
     for part in ("mean", "variance", "sums"):
         assert np.allclose(getattr(state, part), getattr(expected_state, part), rtol=1e-9)
@@ -198,16 +202,40 @@ def test_the_budget_holds_over_all_tests_of_a_feature() -> None:
     policy = SequentialPolicy(false_alarms_per_day=86_400 / 20_000, events_per_second=1.0)
     detector = SequentialDetector([reference], policy, names=("x",))
     state, values = detector.start(), rng.normal(0, 1, 2_000_000)
-    alarm_times_ms: list[int] = []
-    alarms = 0
+    reports: list[list[float]] = []  # per report: its first, its last alarm, net shift, alarms
     for begin in range(0, len(values), 1_000):
         batch = values[begin : begin + 1_000, None]
         for alarm in detector.advance(state, batch, np.arange(begin, begin + len(batch))):
-            alarm_times_ms += [alarm.first_ms, alarm.last_ms]
-            alarms += alarm.count
-    reports = 1 + np.count_nonzero(np.diff(alarm_times_ms) > 2_000)
-    assert 70 <= reports <= 115
-    assert alarms >= 1.8 * reports  # the pairs: nearly every false alarm is corrected
+            if reports and alarm.first_ms - reports[-1][1] <= 2_000:
+                reports[-1][1:] = [
+                    alarm.last_ms,
+                    reports[-1][2] + alarm.shift_sd,
+                    reports[-1][3] + alarm.count,
+                ]
+            else:
+                reports.append([alarm.first_ms, alarm.last_ms, alarm.shift_sd, alarm.count])
+    assert 70 <= len(reports) <= 115
+    # The pairs: nearly every false alarm is corrected, and its report nets no shift.
+    assert sum(report[3] for report in reports) >= 1.8 * len(reports)
+    assert sum(report[2] == 0 for report in reports) >= 0.95 * len(reports)
+
+
+@pytest.mark.parametrize("shift_sd", [1.0, -0.5, 0.25, 0.75])
+def test_a_lasting_shift_nets_its_size(shift_sd: float) -> None:
+    """The alarms of a lasting shift move the running mean by about the shift, each by the shift
+    its test is tuned to: their sum is the shift to the nearest 0.25 sd."""
+    rng = np.random.default_rng(8)
+    reference = SequentialReference.fit(rng.normal(0, 1, 200_000))
+    assert reference is not None
+    detector = SequentialDetector([reference], SequentialPolicy(), names=("x",))
+    nets = []
+    for _ in range(5):
+        state = detector.start()
+        values = np.concatenate([rng.normal(0, 1, 10_000), rng.normal(shift_sd, 1, 20_000)])
+        alarms = detector.advance(state, values[:, None], np.arange(len(values)))
+        assert alarms and alarms[0].first_ms >= 10_000
+        nets.append(sum(alarm.shift_sd for alarm in alarms))
+    assert max(abs(net - shift_sd) for net in nets) <= 0.25
 
 
 def test_reference_documents_carry_the_block_and_name_a_bad_one() -> None:
