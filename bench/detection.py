@@ -440,7 +440,8 @@ class SequentialCalibration:
 
 class SequentialRun:
     """driftline's sequential test on every numeric feature of a reference, fed a batch at a
-    time as the consumer feeds it; remembers each feature's first alarm after ``from_ms``."""
+    time as the consumer feeds it; remembers each feature's first alarm after ``from_ms`` and
+    the net shift of its alarms since (what the alarm episode reports as ``shift_sd``)."""
 
     def __init__(self, reference: Reference, from_ms: int) -> None:
         self.detector = SequentialDetector.for_features(reference.features, SequentialPolicy())
@@ -448,6 +449,7 @@ class SequentialRun:
         self.state = self.detector.start()
         self.from_ms = from_ms
         self.first: dict[str, int] = {}
+        self.net_shift_sd: dict[str, float] = {}
         self.alarms_before = 0
 
     def feed(self, values: np.ndarray, times_ms: np.ndarray) -> None:
@@ -455,6 +457,9 @@ class SequentialRun:
         for alarm in self.detector.advance(self.state, values[:, self.columns], times_ms):
             if alarm.first_ms >= self.from_ms:
                 self.first.setdefault(alarm.field, alarm.first_ms)
+                self.net_shift_sd[alarm.field] = (
+                    self.net_shift_sd.get(alarm.field, 0.0) + alarm.shift_sd
+                )
             else:
                 self.alarms_before += alarm.count
 
@@ -658,9 +663,16 @@ def change_scenario(
         reported = {
             name: -(-at // run.tick_ms) * run.tick_ms for name, at in sequential_first.items()
         }
+        # At the end of the scenario: the net shift of each changed feature's alarms, the size
+        # of its lasting shift to the nearest 0.25 sd; any other feature's nets about 0.
+        net = sequential.net_shift_sd
         result["driftline_sequential_test"] = {
             **summarise_delays(delays(sequential_first), len(changed_names)),
             "reported_at_next_tick": summarise_delays(delays(reported), len(changed_names)),
+            "net_shift_sd_of_changed": [net.get(name) for name in sorted(changed_names)],
+            "net_shift_sd_of_others": sorted(
+                shift for name, shift in net.items() if name not in changed_names
+            ),
         }
 
     river = np.concatenate(river_values)[-(int(scenario.duration_s * RATE_PER_S) - river_from) :]
