@@ -28,9 +28,8 @@ touches one Redis Cluster slot.
 from __future__ import annotations
 
 import abc
-import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from detectors.sequential_detector import SequentialAlarm
 from detectors.window_update import WindowLayout, WindowUpdate
@@ -93,8 +92,8 @@ class AlarmEpisode:
     shift the episode's alarms moved the running mean by (``None`` for an episode stored before
     driftline recorded it).
 
-    Every false alarm is followed by the alarm that corrects it, so a false alarm's episode nets
-    about 0, and a lasting shift's nets about its size."""
+    A false alarm is nearly always followed by the alarm that corrects it, so its episode nets
+    0, and a lasting shift's nets its size to the nearest 0.25 sd."""
 
     start_ms: int
     last_ms: int
@@ -108,7 +107,7 @@ class AlarmEpisode:
         """This episode after ``alarm`` (the stores' rule; the Redis script mirrors it)."""
         if alarm.first_ms - self.last_ms > hold_ms:
             return AlarmEpisode.first(alarm, self.count, self.episodes)
-        return dataclasses.replace(
+        return replace(
             self,
             last_ms=max(self.last_ms, alarm.last_ms),
             count=self.count + alarm.count,
