@@ -45,6 +45,7 @@ carries from one batch to the next, and cutting a stream into batches does not c
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -107,9 +108,21 @@ OFFSETS = np.array([2 * allowance**2 for allowance, _ in TESTS])
 """The log-likelihood ratio of a standardised score z under test i is SLOPES[i] z - OFFSETS[i]:
 2a (sign z - a), a the test's allowance (N(sign 2a, 1) against N(0, 1))."""
 ADVANCE_CHUNK_VALUES = 2_048
-"""Values of a batch taken at a time: after an alarm, a feature's tests restart on the rest of
-its chunk, so a chunk bounds that work; and a chunk's arrays stay in the CPU's cache (20 features
-cost about 20 % more an event in chunks of 4,096)."""
+"""Values of a series taken at a time, counted from its first (so the chunks, and the traffic
+level each is judged at, do not depend on how the stream is cut into batches): after an alarm, a
+feature's tests restart on the rest of its chunk, so a chunk bounds that work; and a chunk's
+arrays stay in the CPU's cache (20 features cost about 20 % more an event in chunks of 4,096)."""
+TRAFFIC_TIME_CONSTANT_S = 3_600.0
+"""A series' traffic is measured over about the last hour of event time (events weighted by
+e^(-age / this)): a peak hour counts, a one-minute burst hardly does."""
+MINIMUM_TRAFFIC_SPAN_S = 60.0
+"""Event time a series must span before its measured traffic can raise its thresholds (an early
+burst can only raise them: fewer false alarms, not more)."""
+TRAFFIC_LEVELS_PER_DOUBLING = 4
+"""Thresholds rise in steps of a quarter of a doubling of the traffic (2^(1/4) = 1.19 times):
+about 0.17 log-likelihood units a step."""
+MAXIMUM_TRAFFIC_LEVEL = 80
+"""The highest step: 2^20 times ``events_per_second``."""
 CUSUM_SPAN_VALUES = 256
 """Values :func:`cusum` sums at a time, for every test of every feature at once: small enough
 that its arrays stay in the CPU's cache."""
@@ -349,14 +362,23 @@ class SequentialReference:
 class SeriesState(msgspec.Struct):
     """The running state of one series: per feature, the running mean and variance of the
     scores and the CUSUM statistics of its tests (upper and lower side of each allowance in
-    turn, as :data:`TESTS`).
+    turn, as :data:`TESTS`); and the series' traffic: ``events`` fed, the ``traffic`` weight of
+    the events (e^(-age / :data:`TRAFFIC_TIME_CONSTANT_S`) each) at ``latest_ms``, the latest
+    event time, since ``since_ms``, the first one's; ``level``, the traffic level of the current
+    chunk (:meth:`SequentialDetector.thresholds_at`).
 
     A state stored before the smaller allowances has ``upper`` and ``lower`` instead of ``sums``:
-    they are ignored when it is read, and its sums start again from 0 (:meth:`sums_of`)."""
+    they are ignored when it is read, and its sums start again from 0 (:meth:`sums_of`). One
+    stored before traffic was measured starts measuring it."""
 
     mean: list[float]
     variance: list[float]
     sums: list[list[float]] = msgspec.field(default_factory=list)
+    events: int = 0
+    traffic: float = 0.0
+    latest_ms: int = 0
+    since_ms: int | None = None
+    level: int = 0
 
     @classmethod
     def of(cls, mean: Sequence[float], variance: Sequence[float]) -> SeriesState:
@@ -428,15 +450,17 @@ class SequentialDetector:
         self.references = tuple(references)
         self.names = tuple(names)
         self.policy = policy
-        bases = policy.base_thresholds(len(references))
         # One row per feature, one column per test (TESTS); a test without a factor never alarms.
-        self.thresholds = np.full((len(references), len(TESTS)), math.inf)
+        self._factors = np.full((len(references), len(TESTS)), math.inf)
         for row, reference in enumerate(references):
             sides = zip(reference.upper_factors, reference.lower_factors, strict=True)
             for allowance, factors in enumerate(sides):
                 for side, factor in enumerate(factors):
                     if factor is not None:
-                        self.thresholds[row, 2 * allowance + side] = bases[allowance] * factor
+                        self._factors[row, 2 * allowance + side] = factor
+        self._thresholds_by_level: dict[int, FloatArray] = {}
+        self.thresholds = self.thresholds_at(0)
+        """The thresholds at the policy's traffic (features x tests)."""
         self._tables = [
             (np.asarray(r.values, dtype=np.float64), np.asarray(r.scores, dtype=np.float64))
             for r in references
@@ -450,6 +474,38 @@ class SequentialDetector:
         tested = [(f.name, f.sequential) for f in features if f.sequential is not None]
         return cls([block for _, block in tested], policy, names=[name for name, _ in tested])
 
+    def thresholds_at(self, level: int) -> FloatArray:
+        """The thresholds (features x tests) of a series whose traffic is at ``level``: as if
+        ``events_per_second`` were 2^(level / :data:`TRAFFIC_LEVELS_PER_DOUBLING`) times the
+        policy's. They grow with the logarithm of the traffic, so that the budget of false
+        alarms a day holds however many events a day the series has."""
+        found = self._thresholds_by_level.get(level)
+        if found is None:
+            traffic = 2 ** (level / TRAFFIC_LEVELS_PER_DOUBLING) * self.policy.events_per_second
+            policy = dataclasses.replace(self.policy, events_per_second=traffic)
+            bases = np.repeat(policy.base_thresholds(len(self.references)), 2)  # TESTS order
+            found = self._thresholds_by_level[level] = self._factors * bases
+        return found
+
+    def traffic_level(self, state: SeriesState) -> int:
+        """The level of the traffic measured in ``state``: 0 at or below the policy's
+        ``events_per_second`` or before :data:`MINIMUM_TRAFFIC_SPAN_S` of event time, else the
+        steps of :data:`TRAFFIC_LEVELS_PER_DOUBLING` a doubling it is above it (rounded down)."""
+        if state.since_ms is None:
+            return 0
+        span_s = (state.latest_ms - state.since_ms) / 1000
+        if span_s < MINIMUM_TRAFFIC_SPAN_S:
+            return 0
+        # A steady rate r over the span weighs r T (1 - e^(-span / T)), T the time constant.
+        per_second = state.traffic / (
+            TRAFFIC_TIME_CONSTANT_S * -math.expm1(-span_s / TRAFFIC_TIME_CONSTANT_S)
+        )
+        ratio = per_second / self.policy.events_per_second
+        if ratio <= 1:
+            return 0
+        steps = math.floor(TRAFFIC_LEVELS_PER_DOUBLING * math.log2(ratio))
+        return min(MAXIMUM_TRAFFIC_LEVEL, steps)
+
     def start(self) -> SeriesState:
         """The state of a series never seen: the reference's mean and variance, sums at 0."""
         return SeriesState.of(
@@ -462,23 +518,35 @@ class SequentialDetector:
         """Feed one series' values (rows in arrival order, ``nan`` missing) into ``state``, which
         is updated in place; return each feature's alarms, in feature order."""
         found: dict[int, list[_Crossed]] = {}
-        for begin in range(0, len(values), ADVANCE_CHUNK_VALUES):
-            chunk_values = values[begin : begin + ADVANCE_CHUNK_VALUES]
-            chunk_times_ms = times_ms[begin : begin + ADVANCE_CHUNK_VALUES]
+        begin = 0
+        while begin < len(values):
+            into_chunk = state.events % ADVANCE_CHUNK_VALUES
+            if into_chunk == 0:
+                state.level = self.traffic_level(state)
+            end = min(len(values), begin + ADVANCE_CHUNK_VALUES - into_chunk)
+            chunk_values, chunk_times_ms = values[begin:end], times_ms[begin:end]
+            thresholds = self.thresholds_at(state.level)
             present = ~np.isnan(chunk_values)
             complete = present.all(axis=0)
             # Features without a missing value move together, a numpy call for all; the others
             # one at a time, each over its own values.
             self._advance_columns(
-                state, np.flatnonzero(complete), chunk_values, chunk_times_ms, found
+                state, np.flatnonzero(complete), chunk_values, chunk_times_ms, thresholds, found
             )
             for column in np.flatnonzero(~complete).tolist():
                 rows = present[:, column]
                 if not rows.any():
                     continue
                 self._advance_columns(
-                    state, np.array([column]), chunk_values[rows], chunk_times_ms[rows], found
+                    state,
+                    np.array([column]),
+                    chunk_values[rows],
+                    chunk_times_ms[rows],
+                    thresholds,
+                    found,
                 )
+            _count_traffic(state, chunk_times_ms)
+            begin = end
         return [
             SequentialAlarm(
                 field=self.names[column],
@@ -498,10 +566,11 @@ class SequentialDetector:
         columns: IntArray,
         values: FloatArray,
         times_ms: IntArray,
+        thresholds: FloatArray,
         found: dict[int, list[_Crossed]],
     ) -> None:
-        """Feed the rows of ``values`` (none missing in ``columns``) into ``state``; add each
-        alarm to ``found``."""
+        """Feed the rows of ``values`` (none missing in ``columns``) into ``state``, judged
+        against ``thresholds`` (features x tests); add each alarm to ``found``."""
         work = [(columns, 0)] if len(columns) and len(values) else []
         while work:
             columns, origin = work.pop()
@@ -510,9 +579,7 @@ class SequentialDetector:
             )
             standardised, means_after, variances_after = _standardised(scores, state, columns)
             starts = np.array([state.sums_of(column) for column in columns.tolist()])
-            crossings, sums = cusum(
-                standardised.T, SLOPES, OFFSETS, starts, self.thresholds[columns]
-            )
+            crossings, sums = cusum(standardised.T, SLOPES, OFFSETS, starts, thresholds[columns])
             for index, column in enumerate(columns.tolist()):
                 crossing = crossings[index]
                 if crossing is None:
@@ -525,7 +592,7 @@ class SequentialDetector:
                     _Crossed(
                         int(times_ms[origin + at]),
                         crossing.statistic,
-                        float(self.thresholds[column, test]),
+                        float(thresholds[column, test]),
                         shift_sd,
                     )
                 )
@@ -539,6 +606,26 @@ class SequentialDetector:
                 state.sums[column] = [0.0] * len(TESTS)
                 if origin + at + 1 < len(values):
                     work.append((np.array([column]), origin + at + 1))
+
+
+def _count_traffic(state: SeriesState, times_ms: IntArray) -> None:
+    """Add a chunk's events (their event times, in arrival order) to the state's traffic.
+
+    The weight at the latest time T, the sum of e^(-(T - t) / time constant) over every event
+    so far, depends only on the events and T: adding chunk by chunk gives the same weight
+    however the stream is cut."""
+    if not len(times_ms):
+        return
+    latest_ms = int(times_ms.max())
+    if state.since_ms is None:
+        state.since_ms, state.latest_ms = int(times_ms[0]), latest_ms
+    latest_ms = max(latest_ms, state.latest_ms)
+    per_ms = 1 / (1000 * TRAFFIC_TIME_CONSTANT_S)
+    state.traffic = state.traffic * math.exp((state.latest_ms - latest_ms) * per_ms) + float(
+        np.exp((times_ms - latest_ms) * per_ms).sum()
+    )
+    state.latest_ms = latest_ms
+    state.events += len(times_ms)
 
 
 def _standardised(

@@ -74,8 +74,9 @@ class SequentialConfig(_Strict):
     events_per_second: float = Field(
         1000.0,
         gt=0,
-        description="The traffic of one series the budget is set for: use the peak. The "
-        "thresholds grow with its logarithm.",
+        description="The least traffic of one series the thresholds assume. A series measured "
+        "busier (over about the last hour of event time) gets the thresholds of its own traffic, "
+        "so the budget holds at any traffic; they grow with its logarithm.",
     )
     hold_seconds: int = Field(
         300,

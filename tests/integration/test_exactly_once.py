@@ -171,7 +171,8 @@ def _check_sequential_state(
         expected = detector.start()
         detector.advance(expected, values, np.array([event.ts for event in mine], dtype=np.int64))
         found = stored.series[Series(version, "stable").key]
-        for part in ("mean", "variance", "sums"):
+        assert (found.events, found.level) == (expected.events, expected.level), version
+        for part in ("mean", "variance", "sums", "traffic"):
             assert np.allclose(
                 getattr(found, part), getattr(expected, part), rtol=1e-9, atol=1e-9
             ), (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -11,10 +12,14 @@ from scipy import special, stats
 
 from detectors.reference import FeatureReference, Reference, ReferenceFormatError
 from detectors.sequential_detector import (
+    ADVANCE_CHUNK_VALUES,
     ALLOWANCES_SD,
     HALF_LIFE_EVENTS,
+    MINIMUM_TRAFFIC_SPAN_S,
     MINIMUM_VARIANCE,
     TESTS,
+    TRAFFIC_LEVELS_PER_DOUBLING,
+    TRAFFIC_TIME_CONSTANT_S,
     PartitionState,
     SequentialDetector,
     SequentialPolicy,
@@ -26,18 +31,38 @@ from detectors.sequential_detector import (
 
 
 def _one_at_a_time(
-    detector: SequentialDetector, values: np.ndarray
+    detector: SequentialDetector, values: np.ndarray, times_ms: np.ndarray
 ) -> tuple[list[list[tuple[int, float]]], SeriesState]:
     """The detector written plainly, one value at a time: per feature, each alarm's position and
     the shift its test is tuned to; and the state."""
     keep = 0.5 ** (1 / HALF_LIFE_EVENTS)
     state = detector.start()
+    # The series' traffic, event by event; its level is taken at the start of every chunk.
+    levels = []
+    weight, since_ms, latest_ms = 0.0, int(times_ms[0]), int(times_ms[0])
+    for position, time_ms in enumerate(times_ms.tolist()):
+        if position % ADVANCE_CHUNK_VALUES == 0:
+            span_s = (latest_ms - since_ms) / 1000
+            level = 0
+            if span_s >= MINIMUM_TRAFFIC_SPAN_S:
+                per_second = weight / (
+                    TRAFFIC_TIME_CONSTANT_S * (1 - math.exp(-span_s / TRAFFIC_TIME_CONSTANT_S))
+                )
+                ratio = per_second / detector.policy.events_per_second
+                level = max(0, math.floor(TRAFFIC_LEVELS_PER_DOUBLING * math.log2(ratio)))
+        levels.append(level)
+        newest_ms = max(latest_ms, time_ms)
+        per_ms = 1 / (1000 * TRAFFIC_TIME_CONSTANT_S)
+        weight = weight * math.exp((latest_ms - newest_ms) * per_ms) + math.exp(
+            (time_ms - newest_ms) * per_ms
+        )
+        latest_ms = newest_ms
     alarms: list[list[tuple[int, float]]] = [[] for _ in detector.names]
     for column, reference in enumerate(detector.references):
         mean, variance = state.mean[column], state.variance[column]
         sums = [0.0] * len(TESTS)
-        thresholds = detector.thresholds[column].tolist()
         for position, value in enumerate(values[:, column].tolist()):
+            thresholds = detector.thresholds_at(levels[position])[column].tolist()
             if math.isnan(value):
                 continue
             score = float(np.interp(value, reference.values, reference.scores))
@@ -54,6 +79,7 @@ def _one_at_a_time(
                 mean += sign * 2 * allowance * math.sqrt(max(variance, MINIMUM_VARIANCE))
                 sums = [0.0] * len(TESTS)
         state.mean[column], state.variance[column], state.sums[column] = mean, variance, sums
+    state.level, state.traffic = levels[-1], weight
     return alarms, state
 
 
@@ -65,10 +91,14 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
         SequentialReference.fit(rng.poisson(2, 20_000).astype(np.float64)),
     ]
     assert all(reference is not None for reference in references)
+    # 100 events/s where the policy says 10: from the chunk after the first minute, the
+    # thresholds are those of the measured traffic.
     detector = SequentialDetector(
-        [r for r in references if r is not None], SequentialPolicy(), names=("n", "l", "p")
+        [r for r in references if r is not None],
+        SequentialPolicy(events_per_second=10.0),
+        names=("n", "l", "p"),
     )
-    before, after = 3_000, 2_000
+    before, after = 7_000, 2_000
     values = np.column_stack(
         [
             np.concatenate([rng.normal(0, 1, before), rng.normal(0.5, 1, after)]),
@@ -90,7 +120,7 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
         for alarm in detector.advance(state, values[start:end], times_ms[start:end]):
             found[alarm.field].append((alarm.first_ms, alarm.last_ms, alarm.count, alarm.shift_sd))
 
-    expected, expected_state = _one_at_a_time(detector, values)
+    expected, expected_state = _one_at_a_time(detector, values, times_ms)
     for column, name in enumerate(detector.names):
         positions = [position for position, _ in expected[column]]
         assert sum(count for _, _, count, _ in found[name]) == len(positions), name
@@ -103,7 +133,8 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
     assert expected[0] and expected[0][0][0] >= before and expected[1][0][0] >= before
     assert expected[0][0][1] > 0 and expected[1][0][1] < 0
     assert expected[2] == []
-    for part in ("mean", "variance", "sums"):
+    assert state.level == expected_state.level == 13
+    for part in ("mean", "variance", "sums", "traffic"):
         assert np.allclose(getattr(state, part), getattr(expected_state, part), rtol=1e-9)
 
 
@@ -191,6 +222,29 @@ def test_siegmund_threshold_holds_its_false_alarm_rate_within_ten_percent(allowa
     assert scores.size / alarms == pytest.approx(2_000, rel=0.1)
 
 
+def _false_reports(
+    detector: SequentialDetector, values: np.ndarray, spacing_ms: int
+) -> list[list[float]]:
+    """Feed ``values`` ``spacing_ms`` apart, 1,000 at a time, into a new state. Alarms within
+    2,000 values of the one before are one report (as the hold makes them): per report its first
+    and last alarm's times, net shift and alarms."""
+    state = detector.start()
+    reports: list[list[float]] = []
+    for begin in range(0, len(values), 1_000):
+        batch = values[begin : begin + 1_000, None]
+        times_ms = np.arange(begin, begin + len(batch)) * spacing_ms
+        for alarm in detector.advance(state, batch, times_ms):
+            if reports and alarm.first_ms - reports[-1][1] <= 2_000 * spacing_ms:
+                reports[-1][1:] = [
+                    alarm.last_ms,
+                    reports[-1][2] + alarm.shift_sd,
+                    reports[-1][3] + alarm.count,
+                ]
+            else:
+                reports.append([alarm.first_ms, alarm.last_ms, alarm.shift_sd, alarm.count])
+    return reports
+
+
 def test_the_budget_holds_over_all_tests_of_a_feature() -> None:
     """Six tests share one feature's budget: one false alarm per 20,000 N(0, 1) values. They are
     correlated, so together they raise at most the budget (Poisson spread: +-10 of 100). A false
@@ -201,23 +255,40 @@ def test_the_budget_holds_over_all_tests_of_a_feature() -> None:
     assert reference is not None
     policy = SequentialPolicy(false_alarms_per_day=86_400 / 20_000, events_per_second=1.0)
     detector = SequentialDetector([reference], policy, names=("x",))
-    state, values = detector.start(), rng.normal(0, 1, 2_000_000)
-    reports: list[list[float]] = []  # per report: its first, its last alarm, net shift, alarms
-    for begin in range(0, len(values), 1_000):
-        batch = values[begin : begin + 1_000, None]
-        for alarm in detector.advance(state, batch, np.arange(begin, begin + len(batch))):
-            if reports and alarm.first_ms - reports[-1][1] <= 2_000:
-                reports[-1][1:] = [
-                    alarm.last_ms,
-                    reports[-1][2] + alarm.shift_sd,
-                    reports[-1][3] + alarm.count,
-                ]
-            else:
-                reports.append([alarm.first_ms, alarm.last_ms, alarm.shift_sd, alarm.count])
+    reports = _false_reports(detector, rng.normal(0, 1, 2_000_000), spacing_ms=1_000)
     assert 70 <= len(reports) <= 115
     # The pairs: nearly every false alarm is corrected, and its report nets no shift.
     assert sum(report[3] for report in reports) >= 1.8 * len(reports)
     assert sum(report[2] == 0 for report in reports) >= 0.95 * len(reports)
+
+
+def test_the_budget_holds_a_day_at_ten_times_the_traffic() -> None:
+    """The same values, ten a second where the policy says one: 2.3 days' worth, not 23. The
+    series' measured traffic raises its thresholds to those of a policy set for it (less a
+    quarter step: 2^(13/4) = 9.5 times), so its false reports stay about 10 (budget 4.3 a day),
+    not the 86 of thresholds set for the policy's traffic."""
+    rng = np.random.default_rng(4)
+    reference = SequentialReference.fit(rng.normal(0, 1, 200_000))
+    assert reference is not None
+    policy = SequentialPolicy(false_alarms_per_day=86_400 / 20_000, events_per_second=1.0)
+    detector = SequentialDetector([reference], policy, names=("x",))
+    values = rng.normal(0, 1, 2_000_000)
+    reports = _false_reports(detector, values, spacing_ms=100)
+    assert 2 <= len(reports) <= 20
+
+    state = detector.start()
+    detector.advance(state, values[:10_000, None], np.arange(10_000) * 100)
+    assert state.level == 13
+    measured = dataclasses.replace(policy, events_per_second=2 ** (13 / 4))
+    assert np.array_equal(
+        detector.thresholds_at(13),
+        SequentialDetector([reference], measured, names=("x",)).thresholds,
+    )
+    # Below the policy's traffic, or before a minute of it, thresholds stay as they are.
+    for spacing_ms, events in ((2_000, 10_000), (100, 500)):
+        state = detector.start()
+        detector.advance(state, values[:events, None], np.arange(events) * spacing_ms)
+        assert state.level == 0, spacing_ms
 
 
 @pytest.mark.parametrize("shift_sd", [1.0, -0.5, 0.25, 0.75])
