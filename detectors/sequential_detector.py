@@ -23,10 +23,13 @@ feature, side and allowance: Siegmund's approximation gives the threshold of ind
 scores, and each test of each feature multiplies it by a factor fitted on the reference
 (:meth:`SequentialReference.fit`): a discrete or skewed feature, or neighbouring events that are
 correlated, make false alarms likelier than N(0, 1) scores would, so the threshold rises until
-they are not. Missing values are skipped.
+they are not. A budget a day is a budget per so many events, so the thresholds also rise with the
+series' traffic, measured as it goes (:meth:`SequentialDetector.traffic_level`). Missing values
+are skipped.
 
-State (:class:`SeriesState`: per feature, a mean, a variance and a sum per side and allowance)
-carries from one batch to the next, and cutting a stream into batches does not change the alarms:
+State (:class:`SeriesState`: per feature, a mean, a variance and a sum per side and allowance;
+per series, its traffic) carries from one batch to the next, and cutting a stream into batches
+does not change the alarms:
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(7)
@@ -152,7 +155,8 @@ def cusum_threshold(allowance_sd: float, run_length: float) -> float:
 @dataclass(frozen=True)
 class SequentialPolicy:
     """The false-alarm budget: ``false_alarms_per_day`` per series over all its features, at a
-    traffic of ``events_per_second``. An alarm keeps its feature drifted for ``hold_ms``."""
+    traffic of ``events_per_second`` or the series' own if higher. An alarm keeps its feature
+    drifted for ``hold_ms``."""
 
     false_alarms_per_day: float = 1.0
     events_per_second: float = 1_000.0
