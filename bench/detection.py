@@ -46,7 +46,10 @@ What runs:
   f0 and on 2 hours each of skewed, discrete, binary and autocorrelated features, with Gaussian
   thresholds and with the fitted ones (``SequentialCalibration``): what it costs in false
   alarms on traffic less tidy than N(0, 1). (The 24-hour days draw bin counts, not values, so
-  the sequential test's false alarms there come from that f0 run.)
+  the sequential test's false alarms there come from that f0 run.) Its thresholds follow each
+  series' measured traffic: the same N(0, 1) values at 1, 10, 100 and 1,000 times the traffic
+  its policy assumes, with those thresholds and with the policy's throughout
+  (``sequential_test_by_traffic``).
 
 Measured: detection delay (event-time seconds and events after the change; gradual drift: after
 the drift started), missed drifts (no alarm within the scenario), false alarms (alarms on features
@@ -524,6 +527,52 @@ STATIONARY_STREAMS: dict[str, Callable[[np.random.Generator, int], np.ndarray]] 
     "autocorrelated_0.1": autocorrelated(0.1),
     "autocorrelated_0.3": autocorrelated(0.3),
 }
+
+
+class _PolicyTrafficDetector(SequentialDetector):
+    """The sequential detector as it was before it measured traffic: thresholds for the
+    policy's ``events_per_second`` whatever the series' traffic."""
+
+    def traffic_level(self, state: SeriesState) -> int:
+        return 0
+
+
+def sequential_false_reports_by_traffic(seed: int) -> dict[str, Any]:
+    """False reports of one N(0, 1) feature, with a budget of one false alarm per 20,000 values
+    at the policy's traffic (1 event/s), when the values come 1, 10 and 100 times as fast (2
+    million values, 23 and 2.3 days; 20 million, 2.3 days): per simulated day, with thresholds
+    at the measured traffic (driftline's) and at the policy's throughout. Reports are alarm
+    episodes (alarms within the hold of each other)."""
+    rng = np.random.default_rng(seed)
+    reference = SequentialReference.fit(rng.standard_normal(200_000))
+    assert reference is not None
+    policy = SequentialPolicy(false_alarms_per_day=DAY_S / 20_000, events_per_second=1.0)
+    detectors = {
+        "measured_traffic": SequentialDetector([reference], policy, names=["x"]),
+        "policy_traffic": _PolicyTrafficDetector([reference], policy, names=["x"]),
+    }
+    results: dict[str, Any] = {"budget_per_day": policy.false_alarms_per_day}
+    for multiple, values in ((1, 2_000_000), (10, 2_000_000), (100, 20_000_000)):
+        stream = rng.standard_normal(values)
+        spacing_ms = 1_000 // multiple
+        days = values * spacing_ms / 1000 / DAY_S
+        found: dict[str, Any] = {"values": values, "days": round(days, 3)}
+        for name, detector in detectors.items():
+            state, times_ms = detector.start(), []
+            for begin in range(0, values, 10_000):
+                batch = stream[begin : begin + 10_000, None]
+                batch_ms = (np.arange(len(batch), dtype=np.int64) + begin) * spacing_ms
+                for alarm in detector.advance(state, batch, batch_ms):
+                    times_ms += [alarm.first_ms, alarm.last_ms]
+            reports = 1 + int(np.count_nonzero(np.diff(times_ms) > policy.hold_ms))
+            reports = reports if times_ms else 0
+            found[name] = {
+                "false_reports": reports,
+                "per_day": round(reports / days, 2),
+                "traffic_level_at_end": state.level,
+            }
+        results[f"{multiple}x"] = found
+    return results
 
 
 def sequential_false_alarms(seed: int, hours: float) -> dict[str, Any]:
@@ -1045,6 +1094,7 @@ def main() -> None:
         },
     }
     sequential_streams = sequential_day.result()
+    by_traffic = sequential_false_reports_by_traffic(arguments.seed + 700)
     pool.shutdown()
     print(f"seasonal_day: done at {time.perf_counter() - started:.0f}s", file=sys.stderr)
     frontier = delay_frontier(arguments.seed + 500)
@@ -1095,6 +1145,7 @@ def main() -> None:
         "scenarios": results,
         "delay_frontier_at_1_false_alarm_per_day": frontier,
         "sequential_test_without_change": sequential_streams,
+        "sequential_test_by_traffic": by_traffic,
         "tick_ms_full_windows": tick_ms,
         "cost_per_event_us": {
             "driftline_backtest_path": cost["cost_per_event_us"],
