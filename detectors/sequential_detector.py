@@ -613,13 +613,12 @@ class SequentialDetector:
 
 
 def _count_traffic(state: SeriesState, times_ms: IntArray) -> None:
-    """Add a chunk's events (their event times, in arrival order) to the state's traffic.
+    """Add a chunk's events (their event times, in arrival order; at least one) to the state's
+    traffic.
 
     The weight at the latest time T, the sum of e^(-(T - t) / time constant) over every event
     so far, depends only on the events and T: adding chunk by chunk gives the same weight
     however the stream is cut."""
-    if not len(times_ms):
-        return
     latest_ms = int(times_ms.max())
     if state.since_ms is None:
         state.since_ms, state.latest_ms = int(times_ms[0]), latest_ms
