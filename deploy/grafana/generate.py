@@ -560,6 +560,19 @@ def model_page() -> Panel:
             thresholds=[("green", None), ("red", 0.1)],
         ),
         timeseries(
+            "Sequential test: net shift (sd)",
+            [
+                (
+                    f"max by (version, deployment, feature) "
+                    f"(driftline_drift_sequential_shift_sd{{{SERIES}}})",
+                    "{{version}} {{deployment}} {{feature}}",
+                )
+            ],
+            description="While a sequential alarm holds a feature drifted: which way and how far "
+            "the feature moved, in sd of its normal scores, to the nearest 0.25 (about 0 for a "
+            "false alarm or a blip that is over). No line: no alarm holds.",
+        ),
+        timeseries(
             "Reference age",
             [('max by (model) (driftline_reference_age_seconds{model="$model"})', "{{model}}")],
             unit="s",
