@@ -119,8 +119,10 @@ TRAFFIC_TIME_CONSTANT_S = 3_600.0
 """A series' traffic is measured over about the last hour of event time (events weighted by
 e^(-age / this)): a peak hour counts, a one-minute burst hardly does."""
 MINIMUM_TRAFFIC_SPAN_S = 60.0
-"""Event time a series must span before its measured traffic can raise its thresholds (an early
-burst can only raise them: fewer false alarms, not more)."""
+"""The shortest span of event time a series' traffic is measured over: before a series spans it,
+its events count as spread over it, a lower bound of its rate that still raises the thresholds
+of a busy new series within its first seconds (an early burst can only raise them: fewer false
+alarms, not more)."""
 TRAFFIC_LEVELS_PER_DOUBLING = 4
 """Thresholds rise in steps of a quarter of a doubling of the traffic (2^(1/4) = 1.19 times):
 about 0.17 log-likelihood units a step."""
@@ -492,14 +494,13 @@ class SequentialDetector:
         return found
 
     def traffic_level(self, state: SeriesState) -> int:
-        """The level of the traffic measured in ``state``: 0 at or below the policy's
-        ``events_per_second`` or before :data:`MINIMUM_TRAFFIC_SPAN_S` of event time, else the
-        steps of :data:`TRAFFIC_LEVELS_PER_DOUBLING` a doubling it is above it (rounded down)."""
+        """The level of the traffic measured in ``state``, over at least
+        :data:`MINIMUM_TRAFFIC_SPAN_S` of event time: 0 at or below the policy's
+        ``events_per_second``, else the steps of :data:`TRAFFIC_LEVELS_PER_DOUBLING` a doubling
+        it is above it (rounded down)."""
         if state.since_ms is None:
             return 0
-        span_s = (state.latest_ms - state.since_ms) / 1000
-        if span_s < MINIMUM_TRAFFIC_SPAN_S:
-            return 0
+        span_s = max(MINIMUM_TRAFFIC_SPAN_S, (state.latest_ms - state.since_ms) / 1000)
         # A steady rate r over the span weighs r T (1 - e^(-span / T)), T the time constant.
         per_second = state.traffic / (
             TRAFFIC_TIME_CONSTANT_S * -math.expm1(-span_s / TRAFFIC_TIME_CONSTANT_S)

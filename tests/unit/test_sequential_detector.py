@@ -42,14 +42,12 @@ def _one_at_a_time(
     weight, since_ms, latest_ms = 0.0, int(times_ms[0]), int(times_ms[0])
     for position, time_ms in enumerate(times_ms.tolist()):
         if position % ADVANCE_CHUNK_VALUES == 0:
-            span_s = (latest_ms - since_ms) / 1000
-            level = 0
-            if span_s >= MINIMUM_TRAFFIC_SPAN_S:
-                per_second = weight / (
-                    TRAFFIC_TIME_CONSTANT_S * (1 - math.exp(-span_s / TRAFFIC_TIME_CONSTANT_S))
-                )
-                ratio = per_second / detector.policy.events_per_second
-                level = max(0, math.floor(TRAFFIC_LEVELS_PER_DOUBLING * math.log2(ratio)))
+            span_s = max(MINIMUM_TRAFFIC_SPAN_S, (latest_ms - since_ms) / 1000)
+            per_second = weight / (
+                TRAFFIC_TIME_CONSTANT_S * (1 - math.exp(-span_s / TRAFFIC_TIME_CONSTANT_S))
+            )
+            ratio = per_second / detector.policy.events_per_second
+            level = 0 if ratio <= 1 else math.floor(TRAFFIC_LEVELS_PER_DOUBLING * math.log2(ratio))
         levels.append(level)
         newest_ms = max(latest_ms, time_ms)
         per_ms = 1 / (1000 * TRAFFIC_TIME_CONSTANT_S)
@@ -91,8 +89,8 @@ def test_batches_give_the_alarms_and_state_of_one_value_at_a_time() -> None:
         SequentialReference.fit(rng.poisson(2, 20_000).astype(np.float64)),
     ]
     assert all(reference is not None for reference in references)
-    # 100 events/s where the policy says 10: from the chunk after the first minute, the
-    # thresholds are those of the measured traffic.
+    # 100 events/s where the policy says 10: each chunk's thresholds are those of the traffic
+    # measured before it, over at least a minute (levels 0, 7, 11, then 13).
     detector = SequentialDetector(
         [r for r in references if r is not None],
         SequentialPolicy(events_per_second=10.0),
@@ -284,11 +282,18 @@ def test_the_budget_holds_a_day_at_ten_times_the_traffic() -> None:
         detector.thresholds_at(13),
         SequentialDetector([reference], measured, names=("x",)).thresholds,
     )
-    # Below the policy's traffic, or before a minute of it, thresholds stay as they are.
-    for spacing_ms, events in ((2_000, 10_000), (100, 500)):
-        state = detector.start()
-        detector.advance(state, values[:events, None], np.arange(events) * spacing_ms)
-        assert state.level == 0, spacing_ms
+    # Below the policy's traffic, thresholds stay as they are.
+    state = detector.start()
+    detector.advance(state, values[:10_000, None], np.arange(10_000) * 2_000)
+    assert state.level == 0
+    # Before a minute, the events count as spread over a minute: the 2,048 of a new series' first
+    # 20 s at 100 a second judge its next chunk at 34 a second (level 20), not at the policy's
+    # 1 (level 0) nor at the 100 it will measure (26).
+    state = detector.start()
+    detector.advance(state, values[:3_000, None], np.arange(3_000) * 10)
+    assert state.level == 20
+    detector.advance(state, values[3_000:70_000, None], np.arange(3_000, 70_000) * 10)
+    assert state.level == 26
 
 
 @pytest.mark.parametrize("shift_sd", [1.0, -0.5, 0.25, 0.75])
