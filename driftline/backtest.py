@@ -85,6 +85,8 @@ class BacktestSummary:
     first_event_ms: int | None = None
     last_event_ms: int | None = None
     transitions: Counter[str] = field(default_factory=Counter)
+    sequential_alarms: int = 0
+    sequential_episodes: int = 0
     drifted_at_end: list[dict[str, Any]] = field(default_factory=list)
     references: dict[str, str] = field(default_factory=dict)
 
@@ -100,6 +102,11 @@ class BacktestSummary:
             "transitions": {
                 "drifted": self.transitions["drifted"],
                 "ok": self.transitions["ok"],
+            },
+            # Episodes are what the sequential test's false-alarm budget counts.
+            "sequential": {
+                "alarms": self.sequential_alarms,
+                "episodes": self.sequential_episodes,
             },
             "drifted_at_end": self.drifted_at_end,
             "references": dict(sorted(self.references.items())),
@@ -273,6 +280,10 @@ class Backtest:
         return self._finish()
 
     def _finish(self) -> BacktestSummary:
+        for model in self.summary.references:
+            for episode in self.store.sequential_alarms(model).values():
+                self.summary.sequential_alarms += episode.count
+                self.summary.sequential_episodes += episode.episodes
         self.summary.drifted_at_end = [
             {
                 "model": t.model,

@@ -286,8 +286,12 @@ def test_a_drift_clears_once_both_windows_are_back_to_normal(
             names.SEQUENTIAL_EPISODES_TOTAL, **SERIES, feature="f0"
         )
         assert episodes == 2
+        # The summary counts them too, over every feature.
+        assert backtest.summary.sequential_alarms == alarms["f0"]
+        assert backtest.summary.sequential_episodes == 2
     else:
         assert set(alarms.values()) == {None}
+        assert backtest.summary.sequential_alarms == backtest.summary.sequential_episodes == 0
     raised, cleared = transitions
     if sequential:
         # Dated at the event that crossed the threshold: within 100 events (2 s) of the shift.
@@ -438,6 +442,8 @@ def test_backtest_command_output_is_byte_identical_and_independent_of_file_order
     assert summary["lines"] == 25_002 and summary["events_applied"] == 25_000
     assert summary["refused"] == {"bad_json": 1, "missing_field": 1}
     assert summary["transitions"] == {"drifted": 2, "ok": 0}
+    # One lasting shift in each of the two features: one episode each.
+    assert summary["sequential"]["episodes"] == 2
     assert [d["feature"] for d in summary["drifted_at_end"]] == ["f0", "f1"]
 
 
