@@ -66,7 +66,7 @@ backtest path from JSON lines, decoding included; River: one update per feature)
 one evaluator tick with full windows, with and without the fast window.
 
 Prints one JSON object. ``--quick`` shortens the days to 2 hours and skips KSWIN's false-alarm
-run; the default run takes about 20 minutes on 2 cores, ``--quick`` about 6.
+run; the default run takes about 21 minutes on 2 cores, ``--quick`` about 7.
 
     python bench/detection.py [--quick] [--seed 7] [--tick-seconds 5] [--set KEY=VALUE ...]
 """
