@@ -42,8 +42,9 @@ What runs:
   fitted by simulation to one false alarm a day over the model, against ADWIN and the optimal
   per-feature detector: the model's first alarm, over 100 seeded streams per shift size. Then
   with every two features correlated 0.3: its false alarms a day at the threshold fitted for
-  independent features, and its delays at one fitted for the correlation. driftline does not
-  pool features; this measures whether it should.
+  independent features, and its delays at one fitted for the correlation; and with those
+  features each adjusted for the others (``FeatureStreams``). driftline does not pool features;
+  this measures whether it should.
 - driftline's sequential test (``detectors.sequential_detector``, on by default): per-value
   two-sided CUSUMs tuned for shifts of 1, 0.5 and 0.25 sd, on normal scores standardised by
   their recent mean and spread, with thresholds fitted to the reference for the same budget. In
@@ -75,6 +76,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import sys
@@ -106,6 +108,7 @@ from detectors.sequential_detector import (  # noqa: E402
     SequentialReference,
     SeriesState,
     cusum,
+    cusum_statistics,
     cusum_threshold,
 )
 from detectors.series import Series  # noqa: E402
@@ -542,7 +545,7 @@ class FeatureStreams:
             return "independent"
         return f"correlation_{self.correlation:g}" + ("_adjusted" if self.adjusted else "")
 
-    @property
+    @functools.cached_property
     def adjustment(self) -> np.ndarray:
         """The matrix that takes values to residuals in sd: the inverse correlation, each row
         divided by the square root of its diagonal (the residual's precision)."""
@@ -570,12 +573,10 @@ class FeatureStreams:
 
 def cusum_paths(values: np.ndarray, shift_sd: float, levels: np.ndarray) -> np.ndarray:
     """Every value's Page CUSUM of the log-likelihood ratio of N(0, 1) against N(``shift_sd``, 1),
-    along the last axis, from ``levels``: C_t - min(0, min_j<=t C_j), C the running sum."""
-    steps = np.arange(1, values.shape[-1] + 1) * (shift_sd**2 / 2)
-    paths = shift_sd * np.cumsum(values, axis=-1) - steps + levels[..., None]
-    floor = np.minimum.accumulate(paths, axis=-1)
-    np.minimum(floor, 0.0, out=floor)
-    return np.asarray(paths - floor)
+    per feature (``values``: features x values), from ``levels``: the product's recursion
+    (``cusum_statistics``) for one test."""
+    slopes, offsets = np.array([shift_sd]), np.array([shift_sd**2 / 2])
+    return cusum_statistics(values, slopes, offsets, levels[:, None])[:, 0, :]
 
 
 @dataclass(frozen=True)
@@ -589,8 +590,18 @@ class PooledCusum:
     threshold: float
 
     @staticmethod
+    def pooled(cusums: np.ndarray) -> np.ndarray:
+        """The sum over features (rows) of each value's (CUSUM - ``POOLING_FLOOR``)+."""
+        return np.asarray(np.maximum(cusums - POOLING_FLOOR, 0.0).sum(axis=0))
+
+    @classmethod
     def null_maxima(
-        rng: np.random.Generator, shift_sd: float, streams: FeatureStreams, paths: int, values: int
+        cls,
+        rng: np.random.Generator,
+        shift_sd: float,
+        streams: FeatureStreams,
+        paths: int,
+        values: int,
     ) -> np.ndarray:
         """The sum's highest value on each of ``paths`` streams of ``values`` values without a
         change, every CUSUM from 0."""
@@ -601,8 +612,7 @@ class PooledCusum:
                 drawn = streams.draw(rng, min(4_096, values - begin))
                 cusums = cusum_paths(streams.seen(drawn), shift_sd, levels)
                 levels = cusums[:, -1]
-                pooled = np.maximum(cusums - POOLING_FLOOR, 0.0).sum(axis=0)
-                highest[path] = max(highest[path], float(pooled.max()))
+                highest[path] = max(highest[path], float(cls.pooled(cusums).max()))
         return highest
 
     @classmethod
@@ -635,8 +645,7 @@ class PooledCusum:
         alarms_before, origin = 0, 0
         while True:
             cusums = cusum_paths(values[:, origin:], self.shift_sd, np.zeros(FEATURES))
-            pooled = np.maximum(cusums - POOLING_FLOOR, 0.0).sum(axis=0)
-            crossings = np.flatnonzero(pooled >= self.threshold)
+            crossings = np.flatnonzero(self.pooled(cusums) >= self.threshold)
             if not len(crossings):
                 return None, 0, 0, alarms_before
             position = int(crossings[0])

@@ -691,7 +691,7 @@ def cusum(
     going = np.arange(features)
     for begin in range(0, length, CUSUM_SPAN_VALUES):
         end = min(length, begin + CUSUM_SPAN_VALUES)
-        statistics = _cusum_statistics(scores[going, begin:end], slopes, offsets, levels[going])
+        statistics = cusum_statistics(scores[going, begin:end], slopes, offsets, levels[going])
         levels[going] = statistics[:, :, -1]
         # The peak of each test over the span says which features crossed; only those are looked
         # at value by value.
@@ -709,7 +709,7 @@ def cusum(
     return crossings, levels
 
 
-def _cusum_statistics(
+def cusum_statistics(
     scores: FloatArray, slopes: FloatArray, offsets: FloatArray, levels: FloatArray
 ) -> FloatArray:
     """S (features x tests x values) from S = ``levels``: S_t = C_t - min(0, min_j<=t C_j), C the
