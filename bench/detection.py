@@ -1183,11 +1183,16 @@ def driftline_cost_per_event(config: Config, seed: int, events: int) -> dict[str
                 offsets = list(range(first, first + len(batch)))
                 assembled = assembler.assemble([0] * len(batch), offsets, batch, now_ms)
                 for model_batch in assembled.models.values():
+                    # As the consumer does (consumers/window_writer.py): the features' values
+                    # are read once for the binning and the sequential test.
+                    if tracker is None or binner is None:
+                        build_window_update(model_batch, engine.layout, binning, now_ms, binner)
+                        continue
+                    numeric_values = binner.numeric_values(model_batch.features)
                     update = build_window_update(
-                        model_batch, engine.layout, binning, now_ms, binner
+                        model_batch, engine.layout, binning, now_ms, binner, numeric_values
                     )
-                    if tracker is not None and binner is not None:
-                        tracker.attach(update, model_batch, binner)
+                    tracker.attach(update, model_batch, binner, numeric_values)
             best = min(best, time.perf_counter() - begun)
         return best / len(lines) * 1e6
 

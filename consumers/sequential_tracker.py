@@ -21,6 +21,7 @@ import dataclasses
 from collections.abc import Iterable
 
 import numpy as np
+import numpy.typing as npt
 
 from detectors.reference import Reference
 from detectors.sequential_detector import PartitionState, SequentialDetector, SequentialPolicy
@@ -28,6 +29,8 @@ from detectors.window_store import WindowStore
 from detectors.window_update import ModelBatch, SequentialWrite, WindowUpdate
 
 __all__ = ["SequentialTracker"]
+
+FloatArray = npt.NDArray[np.float64]
 
 
 class SequentialTracker:
@@ -44,16 +47,22 @@ class SequentialTracker:
         dropped = set(partitions)
         self._states = {key: state for key, state in self._states.items() if key[1] not in dropped}
 
-    def attach(self, update: WindowUpdate, batch: ModelBatch, reference: Reference) -> None:
-        """Steps 1 to 3 for ``batch``, whose window update is ``update``."""
-        features = reference.sequential_features
-        if not features or not batch.features or len(batch) == 0:
+    def attach(
+        self,
+        update: WindowUpdate,
+        batch: ModelBatch,
+        reference: Reference,
+        numeric_values: FloatArray,
+    ) -> None:
+        """Steps 1 to 3 for ``batch``, whose window update is ``update``; ``numeric_values``:
+        ``reference.numeric_values`` of its events."""
+        if not reference.sequential_features or len(batch) == 0:
             return
         detector = self._detector(reference)
         model = batch.model
         partitions = np.unique(batch.partitions).tolist()
         self._load(model, [p for p in partitions if (model, p) not in self._states])
-        values = reference.numeric_matrix(features, batch.features)
+        values = numeric_values[:, reference.sequential_columns]
         whole_traffic = np.array([series.segment == "" for series in batch.series])[
             batch.row_series
         ]

@@ -100,9 +100,19 @@ class WindowWriter:
 
     def _update(self, batch: ModelBatch, now_ms: int) -> WindowUpdate:
         binner = self.feature_binner_for(batch.model)
-        update = build_window_update(batch, self.store.layout, self.binning, now_ms, binner)
-        if self.sequential is not None and isinstance(binner, Reference):
-            self.sequential.attach(update, batch, binner)
+        if (
+            self.sequential is None
+            or not isinstance(binner, Reference)
+            or not binner.sequential_features
+            or not batch.features
+        ):
+            return build_window_update(batch, self.store.layout, self.binning, now_ms, binner)
+        # One pass over the events' features for both the binning and the sequential test.
+        numeric_values = binner.numeric_values(batch.features)
+        update = build_window_update(
+            batch, self.store.layout, self.binning, now_ms, binner, numeric_values
+        )
+        self.sequential.attach(update, batch, binner, numeric_values)
         return update
 
     def unapplied_refused(self, refused: Sequence[RefusedAt]) -> list[RefusedAt]:

@@ -416,12 +416,19 @@ class Reference:
 
     # --- FeatureBinner ---------------------------------------------------------------------------
 
-    def bin_features(self, features: Sequence[Mapping[str, object]]) -> dict[str, IntArray]:
-        """Bin of every event for each reference feature (absent keys are missing)."""
+    def bin_features(
+        self,
+        features: Sequence[Mapping[str, object]],
+        numeric_values: FloatArray | None = None,
+    ) -> dict[str, IntArray]:
+        """Bin of every event for each reference feature (absent keys are missing);
+        ``numeric_values``: the events' :meth:`numeric_values`, when the caller has them."""
         bins: dict[str, IntArray] = {}
         numeric = self._numeric_features
-        if len(numeric) > 1:
-            for feature, column in zip(numeric, _numeric_matrix(numeric, features).T, strict=True):
+        if numeric_values is None and len(numeric) > 1:
+            numeric_values = self.numeric_values(features)
+        if numeric_values is not None:
+            for feature, column in zip(numeric, numeric_values.T, strict=True):
                 bins[feature.name] = feature.bin_numbers(np.ascontiguousarray(column))
         for feature in self.features:
             if feature.name not in bins:
@@ -433,11 +440,17 @@ class Reference:
         """The features with a sequential test (``detectors.sequential_detector``)."""
         return tuple(f for f in self.features if f.sequential is not None)
 
-    def numeric_matrix(
-        self, features: Sequence[FeatureReference], rows: Sequence[Mapping[str, object]]
-    ) -> FloatArray:
-        """The values of numeric ``features`` in each row (``nan`` for missing), one column each."""
-        return _numeric_matrix(features, rows)
+    @cached_property
+    def sequential_columns(self) -> IntArray:
+        """Where the :attr:`sequential_features` are among the columns of :meth:`numeric_values`
+        (only numeric features have a sequential test)."""
+        numeric = [feature.name for feature in self._numeric_features]
+        return np.array([numeric.index(f.name) for f in self.sequential_features], dtype=np.int64)
+
+    def numeric_values(self, rows: Sequence[Mapping[str, object]]) -> FloatArray:
+        """The values of the numeric features in each row (``nan`` for missing), one column each
+        in the reference's order: built once a batch, for the binning and the sequential test."""
+        return _numeric_matrix(self._numeric_features, rows)
 
     @cached_property
     def _numeric_features(self) -> tuple[FeatureReference, ...]:
@@ -545,6 +558,9 @@ def _numeric_matrix(
     one ``np.array`` per batch, instead of a dictionary lookup per event and feature.
     """
     names = [feature.name for feature in numeric]
+    if len(names) < 2:  # an itemgetter of one name gives values, not rows; of none, fails
+        columns = [numeric_column([row.get(name) for row in features]) for name in names]
+        return np.stack(columns, axis=1) if columns else np.empty((len(features), 0))
     getter = operator.itemgetter(*names)
     try:
         rows = [getter(row) for row in features]

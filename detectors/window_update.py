@@ -108,8 +108,14 @@ class FeatureBinner(Protocol):
         bins of two different references (see :func:`feature_metric`)."""
         ...
 
-    def bin_features(self, features: Sequence[Mapping[str, object]]) -> Mapping[str, IntArray]:
-        """Bin index of every event for each watched feature (same order as ``features``)."""
+    def bin_features(
+        self,
+        features: Sequence[Mapping[str, object]],
+        numeric_values: FloatArray | None = None,
+    ) -> Mapping[str, IntArray]:
+        """Bin index of every event for each watched feature (same order as ``features``);
+        ``numeric_values``: the numeric features' values, one column each, when the caller
+        already has them (``Reference.numeric_values``)."""
         ...
 
     def bin_predictions(self, predictions: Sequence[object]) -> IntArray | None:
@@ -247,8 +253,10 @@ def build_window_update(
     binning: Binning,
     now_ms: int,
     feature_binner: FeatureBinner | None = None,
+    numeric_values: FloatArray | None = None,
 ) -> WindowUpdate:
-    """Bin ``batch`` into per-bucket field increments.
+    """Bin ``batch`` into per-bucket field increments (``numeric_values``: passed on to
+    :meth:`FeatureBinner.bin_features`).
 
     Events older than the rollup retention (``layout.oldest_accepted_ms``) count in the lifetime
     totals and as ``late_events``, not in any window: their buckets are gone.
@@ -324,7 +332,7 @@ def build_window_update(
 
     if feature_binner is not None and batch.features:
         tag = feature_binner.field_tag
-        for feature, bins in feature_binner.bin_features(batch.features).items():
+        for feature, bins in feature_binner.bin_features(batch.features, numeric_values).items():
             add(feature_metric(tag, feature), None, bins[row_event])
         prediction_bins = feature_binner.bin_predictions(batch.predictions)
         if prediction_bins is not None:

@@ -167,7 +167,7 @@ def _check_sequential_state(
     for version in VERSIONS:
         mine = [event for event in events if event.version == version]
         rows = [decode_features(event.features) for event in mine]
-        values = reference.numeric_matrix(features, rows)  # type: ignore[arg-type]
+        values = reference.numeric_values(rows)[:, reference.sequential_columns]  # type: ignore[arg-type]
         expected = detector.start()
         detector.advance(expected, values, np.array([event.ts for event in mine], dtype=np.int64))
         found = stored.series[Series(version, "stable").key]

@@ -36,6 +36,7 @@ from detectors.reference_builder import (
     window_counts,
 )
 from detectors.reference_cache import ReferenceCache
+from detectors.sequential_detector import SequentialReference
 from detectors.series import Series
 from detectors.stores.memory_reference_store import MemoryReferenceStore
 from detectors.stores.memory_store import MemoryWindowStore
@@ -229,6 +230,76 @@ def test_numeric_binning_matches_the_layout_on_every_edge_case() -> None:
     assert bins["x"].tolist() == [expected_numeric_bin(row["x"], feature.edges) for row in clean]
     assert bins["y"].tolist() == [2] * len(clean)
     assert wide.bin_features(rows)["x"].tolist() == expected
+    # And with the values read beforehand, as a consumer with the sequential test passes them.
+    assert reference.bin_features(rows, reference.numeric_values(rows))["x"].tolist() == expected
+    given = wide.bin_features(clean, wide.numeric_values(clean))
+    assert {name: found.tolist() for name, found in given.items()} == {
+        name: found.tolist() for name, found in bins.items()
+    }
+
+
+def test_sequential_columns_point_at_the_tested_features_among_the_numeric_ones() -> None:
+    """Only numeric features have a sequential test, and not every one (too few numbers to fit):
+    the tracker picks its columns out of the binning's matrix by these positions."""
+    sequential = SequentialReference.fit(np.random.default_rng(3).normal(0, 1, 5_000))
+    layout: dict[str, Any] = {
+        "edges": (0.0, 1.0),
+        "counts": (0, 0, 5, 0),
+        "bin_values": (0.0, 0.5, 1.0),
+        "spread": 1.0,
+    }
+    features = (
+        FeatureReference.categorical("country", categories=("FR",), counts=(3, 1, 1)),
+        FeatureReference.numeric("untested", **layout),
+        FeatureReference.numeric("amount", **layout, sequential=sequential),
+        FeatureReference.numeric("age", **layout, sequential=sequential),
+    )
+    reference = Reference("fraud", 0, features)
+    rows = [{"country": "FR", "untested": 1.0, "amount": 2.0, "age": 3.0}, {"age": 4.0}]
+    assert reference.sequential_columns.tolist() == [1, 2]
+    values = reference.numeric_values(rows)[:, reference.sequential_columns]
+    assert np.array_equal(values, [[2.0, 3.0], [np.nan, 4.0]], equal_nan=True)
+
+
+@pytest.mark.parametrize("categorical_only", [False, True])
+def test_a_consumer_with_the_sequential_test_takes_odd_values_and_categorical_references(
+    categorical_only: bool,
+) -> None:
+    """A lone numeric feature with a non-numeric value (missing for the binning and the test), or
+    a reference without a numeric feature: the consumer's write goes through."""
+    sequential = SequentialReference.fit(np.random.default_rng(3).normal(0, 1, 5_000))
+    numeric = FeatureReference.numeric(
+        "x",
+        edges=(0.0, 1.0),
+        counts=(0, 0, 5, 0),
+        bin_values=(0.0, 0.5, 1.0),
+        spread=1.0,
+        sequential=sequential,
+    )
+    country = FeatureReference.categorical("country", categories=("FR",), counts=(3, 1, 1))
+    reference = Reference("fraud", 0, (country,) if categorical_only else (numeric,))
+    config = Config()
+    store = MemoryWindowStore(WindowLayout(), clock=lambda: NOW_MS)
+    assembler = BatchAssembler(config, store, lambda model: reference)
+    writer = WindowWriter(
+        store,
+        binning_from_config(config),
+        lambda model: reference,
+        sequential=config.drift.sequential_policy(),
+    )
+    values: list[object] = [0.5, "abc", 2.0]
+    chunk = [event(i, features={"x": v, "country": "FR"}) for i, v in enumerate(values)]
+    assembled = assembler.assemble([0] * 3, [0, 1, 2], chunk, NOW_MS)
+    assert writer.write_all(list(assembled.models.values()), NOW_MS) == 3
+    [fields] = store.read_windows("fraud", [300_000], NOW_MS)
+    feature_fields = {field: count for field, count in fields.items() if ":x:" in field}
+    if categorical_only:
+        assert feature_fields == {}
+    else:
+        # Bins: 0 missing, 2 the quantile bin, 3 overflow.
+        tag = reference.field_tag
+        assert feature_fields == {f"v1|stable||feature:{tag}:x:{b}": 1 for b in (0, 2, 3)}
+        assert store.sequential_states("fraud", [0])[0] is not None
 
 
 def test_categorical_keeps_the_top_k_by_frequency_then_name() -> None:
