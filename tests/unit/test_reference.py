@@ -238,21 +238,30 @@ def test_numeric_binning_matches_the_layout_on_every_edge_case() -> None:
     }
 
 
+COUNTRY = FeatureReference.categorical("country", categories=("FR",), counts=(3, 1, 1))
+
+
+def unit_feature(name: str, sequential: bool = True) -> FeatureReference:
+    """A numeric feature with one bin, [0, 1), and a sequential test of N(0, 1) unless not."""
+    fitted = SequentialReference.fit(np.random.default_rng(3).normal(0, 1, 5_000))
+    return FeatureReference.numeric(
+        name,
+        edges=(0.0, 1.0),
+        counts=(0, 0, 5, 0),
+        bin_values=(0.0, 0.5, 1.0),
+        spread=1.0,
+        sequential=fitted if sequential else None,
+    )
+
+
 def test_sequential_columns_point_at_the_tested_features_among_the_numeric_ones() -> None:
     """Only numeric features have a sequential test, and not every one (too few numbers to fit):
     the tracker picks its columns out of the binning's matrix by these positions."""
-    sequential = SequentialReference.fit(np.random.default_rng(3).normal(0, 1, 5_000))
-    layout: dict[str, Any] = {
-        "edges": (0.0, 1.0),
-        "counts": (0, 0, 5, 0),
-        "bin_values": (0.0, 0.5, 1.0),
-        "spread": 1.0,
-    }
     features = (
-        FeatureReference.categorical("country", categories=("FR",), counts=(3, 1, 1)),
-        FeatureReference.numeric("untested", **layout),
-        FeatureReference.numeric("amount", **layout, sequential=sequential),
-        FeatureReference.numeric("age", **layout, sequential=sequential),
+        COUNTRY,
+        unit_feature("untested", sequential=False),
+        unit_feature("amount"),
+        unit_feature("age"),
     )
     reference = Reference("fraud", 0, features)
     rows = [{"country": "FR", "untested": 1.0, "amount": 2.0, "age": 3.0}, {"age": 4.0}]
@@ -267,17 +276,7 @@ def test_a_consumer_with_the_sequential_test_takes_odd_values_and_categorical_re
 ) -> None:
     """A lone numeric feature with a non-numeric value (missing for the binning and the test), or
     a reference without a numeric feature: the consumer's write goes through."""
-    sequential = SequentialReference.fit(np.random.default_rng(3).normal(0, 1, 5_000))
-    numeric = FeatureReference.numeric(
-        "x",
-        edges=(0.0, 1.0),
-        counts=(0, 0, 5, 0),
-        bin_values=(0.0, 0.5, 1.0),
-        spread=1.0,
-        sequential=sequential,
-    )
-    country = FeatureReference.categorical("country", categories=("FR",), counts=(3, 1, 1))
-    reference = Reference("fraud", 0, (country,) if categorical_only else (numeric,))
+    reference = Reference("fraud", 0, (COUNTRY,) if categorical_only else (unit_feature("x"),))
     config = Config()
     store = MemoryWindowStore(WindowLayout(), clock=lambda: NOW_MS)
     assembler = BatchAssembler(config, store, lambda model: reference)
