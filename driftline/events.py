@@ -183,15 +183,17 @@ def _misnamed(model: str, version: str) -> InvalidEvent | None:
 def decode_features(raw: msgspec.Raw) -> FeatureValues | InvalidEvent:
     """Parse an event's ``features`` object: numbers, strings, booleans or null (missing)."""
     try:
-        numeric: FeatureValues = _numeric_features_decoder.decode(raw)  # type: ignore[assignment]
-        return numeric
-    except msgspec.ValidationError:
-        pass
-    try:
-        return _features_decoder.decode(raw)
+        try:
+            numeric: FeatureValues = _numeric_features_decoder.decode(raw)  # type: ignore[assignment]
+            return numeric
+        except msgspec.ValidationError:
+            return _features_decoder.decode(raw)
     except msgspec.ValidationError as error:
-        detail = f"{error} (in `$.features`)"
-        return InvalidEvent(_validation_reason(str(error)), detail)
+        return InvalidEvent(_validation_reason(str(error)), f"{error} (in `$.features`)")
+    except msgspec.DecodeError as error:
+        # The event's decoder takes the object's extent without checking its strings' UTF-8.
+        reason = InvalidReason.NOT_UTF8 if "UTF-8" in str(error) else InvalidReason.BAD_JSON
+        return InvalidEvent(reason, f"{error} (in `$.features`)")
 
 
 def decode_label(

@@ -84,6 +84,9 @@ def test_every_invalid_event_gets_its_reason(raw: bytes | None, reason: InvalidR
         (b'{"x": -1e400}', InvalidReason.NON_FINITE),
         (b'{"x": [1]}', InvalidReason.WRONG_TYPE),
         (msgspec.json.encode({f"f{i}": 1 for i in range(513)}), InvalidReason.OUT_OF_RANGE),
+        # The event's decoder does not check the strings of the raw object: these raised.
+        (b'{"country": "D\xffE"}', InvalidReason.NOT_UTF8),
+        (b'{"amount": 1, "c\xff": 2}', InvalidReason.NOT_UTF8),
     ],
 )
 def test_features_are_validated_when_parsed(features: bytes, reason: InvalidReason) -> None:
