@@ -37,6 +37,7 @@ from detectors.quality_statistics import (
 )
 from detectors.series import Metric, class_metric
 from detectors.window_summary import SeriesWindow
+from driftline.events import MAX_TIMESTAMP_MS
 from driftline.rollout_config import (
     HIGHER_IS_BETTER,
     LABEL_FIGURES,
@@ -172,6 +173,8 @@ class Verdict:
 
 
 def _iso(ms: int) -> str:
+    if not 0 <= ms <= MAX_TIMESTAMP_MS:  # a tick just after year 9999's last event
+        return str(ms)
     moment = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -50,7 +50,7 @@ from detectors.stores.memory_store import MemoryWindowStore
 from detectors.window_update import WindowLayout
 from driftline.cli import layout_from_config
 from driftline.config import Config
-from driftline.events import timestamp_ms
+from driftline.events import MAX_TIMESTAMP_MS, timestamp_ms
 from driftline.label_replay import LabelReplay
 from driftline.time_ordered_lines import LineCursor, TimeOrderedLines
 
@@ -71,7 +71,7 @@ def event_time(line: bytes) -> int:
     except (msgspec.DecodeError, msgspec.ValidationError):
         return -1
     time_ms = ts if type(ts) is int else timestamp_ms(ts)
-    return time_ms if time_ms >= 0 else -1
+    return time_ms if 0 <= time_ms <= MAX_TIMESTAMP_MS else -1
 
 
 @dataclass

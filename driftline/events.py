@@ -156,7 +156,7 @@ def decode_event(
         return decoded
     if memoryview(decoded.features)[0] != _OPENING_BRACE:
         return InvalidEvent(InvalidReason.WRONG_TYPE, "Expected `object` - at `$.features`")
-    return _misnamed(decoded.model, decoded.version) or decoded
+    return _misnamed(decoded.model, decoded.version) or _time_out_of_range(decoded.ts) or decoded
 
 
 _OPENING_BRACE = ord("{")
@@ -200,7 +200,19 @@ def decode_label(
     raw: bytes | None, max_bytes: int = DEFAULT_MAX_EVENT_BYTES
 ) -> LabelEvent | InvalidEvent:
     """Decode one labels-topic message, with the same reasons as :func:`decode_event`."""
-    return _decode(_label_decoder, raw, max_bytes)
+    decoded = _decode(_label_decoder, raw, max_bytes)
+    if isinstance(decoded, InvalidEvent):
+        return decoded
+    return _time_out_of_range(decoded.ts) or decoded
+
+
+def _time_out_of_range(ts: int | datetime.datetime | None) -> InvalidEvent | None:
+    """Why an RFC 3339 ``ts`` is refused, if it is: the decoder checks the range of integer ones
+    only (an offset can take 9999-12-31 past the last millisecond an integer may name)."""
+    if ts is None or type(ts) is int or 0 <= timestamp_ms(ts) <= MAX_TIMESTAMP_MS:
+        return None
+    detail = f"Expected a time from 1970-01-01 to 9999-12-31T23:59:59.999Z - at `$.ts`, got {ts}"
+    return InvalidEvent(InvalidReason.OUT_OF_RANGE, detail)
 
 
 def _decode(

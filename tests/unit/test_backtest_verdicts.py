@@ -109,3 +109,23 @@ def test_backtest_replays_a_rollout_and_prints_the_verdict_at_each_step(
         [reason] = [r for r in verdicts[-1]["reasons"] if r["status"] == "rollback"]
         assert reason["check"] == "latency_p99"
         assert 1.5 < reason["ratio"] < 1.7
+
+
+def test_timestamps_at_and_past_the_ends_of_the_range_neither_crash_nor_count(
+    tmp_path: Path,
+) -> None:
+    """A ts past 2^63 has no event time (it raised while sorting), one of year 9999's last
+    millisecond is replayed, and the verdict of the tick after it, in year 10000, names its time
+    in epoch ms (it raised formatting the date)."""
+    last_ms = 253_402_300_799_999
+    lines = [
+        b'{"event_id":"e1","ts":9223372036854775808,"model":"fraud","version":"v2"}',
+        b'{"event_id":"e2","ts":%d,"model":"fraud","version":"v2","deployment":"canary"}' % last_ms,
+    ]
+    events_path = tmp_path / "events.jsonl"
+    events_path.write_bytes(b"".join(line + b"\n" for line in lines))
+    result = CliRunner().invoke(main, ["backtest", "--verdict-every", "60", str(events_path)])
+    assert result.exit_code == 0, result.output
+    *verdicts, summary = map(json.loads, result.stdout.splitlines())
+    assert (summary["events_applied"], summary["refused"]) == (1, {"out_of_range": 1})
+    assert [v["evidence"]["to"] for v in verdicts] == [str(last_ms + 1)]

@@ -64,6 +64,9 @@ def _without(name: str) -> bytes:
         (_with(confidence=1.5), InvalidReason.OUT_OF_RANGE),
         (_with(ts=-5), InvalidReason.OUT_OF_RANGE),
         (_with(ts=2**70), InvalidReason.OUT_OF_RANGE),
+        # RFC 3339 times the decoder does not range-check: past the last millisecond, and before 1970.
+        (_with(ts="9999-12-31T23:59:59-23:59"), InvalidReason.OUT_OF_RANGE),
+        (_with(ts="1969-12-31T23:59:59Z"), InvalidReason.OUT_OF_RANGE),
         (_with(event_id=""), InvalidReason.OUT_OF_RANGE),
         (_with(model="-starts-with-dash"), InvalidReason.INVALID_VALUE),
         (_with(deployment="blue"), InvalidReason.INVALID_VALUE),
@@ -124,6 +127,8 @@ def test_label_decoding_shares_the_reasons() -> None:
     assert isinstance(label, LabelEvent) and label.label is True
     refused = decode_label(b'{"label": 1}')
     assert isinstance(refused, InvalidEvent) and refused.reason == InvalidReason.MISSING_FIELD
+    late = decode_label(b'{"event_id": "e1", "label": 1, "ts": "9999-12-31T23:59:59-01:00"}')
+    assert isinstance(late, InvalidEvent) and late.reason == InvalidReason.OUT_OF_RANGE
 
 
 @given(st.binary(max_size=300))
