@@ -17,7 +17,8 @@ runs once per batch:
    grace) or ``unknown_model`` (the model has no ``labels`` section). With one it counts, or is
    refused, in that model's totals, as ``beyond_horizon`` (label later than the horizon after its
    prediction), ``missing_prediction``, ``invalid_label`` (a regression label or prediction that
-   is not a number) or ``duplicate`` (an earlier label of the same event counted: earlier in the
+   is not a number), ``error_out_of_range`` (a regression error of more than
+   :data:`MAXIMUM_ERROR_UNITS` units of the model's ``error_resolution``) or ``duplicate`` (an earlier label of the same event counted: earlier in the
    batch, or marked in the store). Only decoding failures are dead-lettered: the others are valid
    messages that cannot be used, counted by reason, never a crash.
 
@@ -50,7 +51,12 @@ UNKNOWN_MODEL = "unknown_model"
 BEYOND_HORIZON = "beyond_horizon"
 MISSING_PREDICTION = "missing_prediction"
 INVALID_LABEL = "invalid_label"
+ERROR_OUT_OF_RANGE = "error_out_of_range"
 DUPLICATE = "duplicate"
+MAXIMUM_ERROR_UNITS = 2**24
+"""The largest regression error counted, in units of ``error_resolution``: the windows sum squared
+errors exactly in 64-bit integers (and Redis' HINCRBY), so each may add at most 2^48, and a series'
+bucket overflows only past 32,768 such errors. A model with larger errors raises its resolution."""
 
 
 class LabelReason:
@@ -61,6 +67,7 @@ class LabelReason:
     BEYOND_HORIZON = BEYOND_HORIZON
     MISSING_PREDICTION = MISSING_PREDICTION
     INVALID_LABEL = INVALID_LABEL
+    ERROR_OUT_OF_RANGE = ERROR_OUT_OF_RANGE
     DUPLICATE = DUPLICATE
 
 
@@ -197,6 +204,7 @@ class LabelAssembler:
         """Set each label's outcome; the first countable label of an event wins, by position."""
         horizon_ms = settings.horizon_seconds * 1000
         regression = settings.kind is LabelKind.REGRESSION
+        maximum_error = MAXIMUM_ERROR_UNITS * settings.error_resolution
         for item in items:
             prediction = item.record.prediction
             if item.delay_known and item.label_ms - item.record.ts_ms > horizon_ms:
@@ -205,6 +213,8 @@ class LabelAssembler:
                 item.outcome = MISSING_PREDICTION
             elif regression and not (_is_number(prediction) and _is_number(item.label.label)):
                 item.outcome = INVALID_LABEL
+            elif regression and abs(_number(prediction) - _number(item.label.label)) > maximum_error:
+                item.outcome = ERROR_OUT_OF_RANGE
         # One count per event and leg: a label judges the stable and the shadow answer once each.
         seen: set[tuple[str, bool]] = set()
         for item in items:

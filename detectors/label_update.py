@@ -260,13 +260,10 @@ def build_label_update(
         delay_bins = LABEL_DELAY_MAPPING.bucket_of(np.maximum(delay_s, 0.0))[row_label]
         add(Metric.LABEL_DELAY, batch.delay_known[row_label], delay_bins)
         if batch.regression:
-            # Refused rows hold nan; they are not in ``row_label`` but must cast cleanly.
-            error = (
-                np.nan_to_num(np.abs(batch.predicted_value - batch.actual_value)) / error_resolution
-            )
-            absolute = np.rint(error).astype(np.int64)
-            add_sums(Metric.ABSOLUTE_ERROR_SUM, absolute[row_label])
-            add_sums(Metric.SQUARED_ERROR_SUM, np.rint(error * error).astype(np.int64)[row_label])
+            # Only counted rows: refused ones may hold nan, or errors too large for an int64.
+            error = np.abs(batch.predicted_value - batch.actual_value)[row_label] / error_resolution
+            add_sums(Metric.ABSOLUTE_ERROR_SUM, np.rint(error).astype(np.int64))
+            add_sums(Metric.SQUARED_ERROR_SUM, np.rint(error * error).astype(np.int64))
         else:
             predicted = np.asarray(batch.predicted, dtype=object)
             actual = np.asarray(batch.actual, dtype=object)

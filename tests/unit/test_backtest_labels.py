@@ -148,3 +148,51 @@ def test_regression_labels_give_exact_mae_and_rmse() -> None:
     assert rmse is not None and abs(rmse - math.sqrt(float((errors**2).mean()))) < 1e-3
     refused = snapshot.value(names.LABELS_REFUSED_TOTAL, model="price", reason="invalid_label")
     assert refused == 1.0
+
+
+def test_regression_errors_too_large_to_sum_exactly_are_refused_by_reason() -> None:
+    """Squared errors are summed in 64-bit integers of the resolution's square: errors beyond
+    2^24 units are refused (31 of 10^7 at a resolution of 0.001 overflowed the sum, and the
+    evaluator then failed on the square root of a negative number); one at the limit counts."""
+    config = parse_config(
+        {
+            "models": {"price": {"labels": {"kind": "regression", "error_resolution": 0.001}}},
+            "quality": {"minimum_labelled": 5},
+        }
+    )
+    at_limit = 2**24 * 0.001
+    actual = [1e7] * 31 + [-1e7] + [10.0] * 10 + [at_limit]
+    events = [
+        encode(
+            {
+                "event_id": f"p{i}",
+                "ts": START_MS + i * 100,
+                "model": "price",
+                "version": "v1",
+                "prediction": 0.0,
+            }
+        )
+        for i in range(len(actual))
+    ]
+    labels = [
+        encode({"event_id": f"p{i}", "label": label, "ts": START_MS + 30_000})
+        for i, label in enumerate(actual)
+    ]
+    replay = Backtest(config, [], label_lines=labels)
+    replay.replay(events)
+    replay.tick(START_MS + 60_000)
+    snapshot = replay.evaluator.collector.snapshot
+    refused = snapshot.value(names.LABELS_REFUSED_TOTAL, model="price", reason="error_out_of_range")
+    assert refused == 32.0
+    series = {
+        "model": "price",
+        "version": "v1",
+        "deployment": "stable",
+        "segment": "",
+        "window": "short",
+    }
+    counted = np.array([10.0] * 10 + [at_limit])
+    mae = snapshot.value(names.MEAN_ABSOLUTE_ERROR, **series)
+    rmse = snapshot.value(names.ROOT_MEAN_SQUARED_ERROR, **series)
+    assert mae is not None and abs(mae - float(counted.mean())) < 1e-9
+    assert rmse is not None and abs(rmse - math.sqrt(float((counted**2).mean()))) < 1e-6
