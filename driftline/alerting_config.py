@@ -60,6 +60,7 @@ INSTANCE_LABELS = ("model", "version", "deployment", "segment", "feature")
 # Labels the alert itself sets; a rule's extra ``labels`` may not override them.
 RESERVED_LABELS = frozenset({"alertname", "severity", "action", *INSTANCE_LABELS, "window"})
 
+MAXIMUM_DURATION_SECONDS = 10 * 365 * 86_400
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -87,8 +88,11 @@ def parse_duration(value: object) -> float:
             seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
     else:
         raise ValueError("a duration is seconds or a string like '5m'")
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
+    if not 0 <= seconds <= MAXIMUM_DURATION_SECONDS:  # also refuses nan
+        raise ValueError(
+            f"a duration must be 0 to {MAXIMUM_DURATION_SECONDS:,} seconds (ten years), "
+            f"got {value!r}"
+        )
     return seconds
 
 
@@ -126,7 +130,9 @@ def template_fields(template: str) -> list[tuple[str, str]]:
 
 class _Strict(BaseModel):
     # Same policy as driftline.config: a typo must not silently disable an alert.
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
 
 class RelativeThreshold(_Strict):

@@ -37,13 +37,19 @@ __all__ = [
 ]
 
 
+MAXIMUM_WINDOW_SECONDS = 31 * 86_400
+"""A month: a window is read bucket by bucket (rollups past the short window), so a year-long one
+would read half a million rollups a tick."""
+
+
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names every bad key and value."""
 
 
 class _Strict(BaseModel):
-    # Typos in a monitoring config silently disable monitoring, so unknown keys are errors.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Typos in a monitoring config silently disable monitoring, so unknown keys are errors; and
+    # inf or nan would pass a bound like gt=0 and fail far from the config, so numbers are finite.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class KafkaConfig(_Strict):
@@ -82,8 +88,8 @@ class WindowsConfig(_Strict):
 
     bucket_seconds: int = Field(10, ge=1, le=3600)
     rollup_seconds: int = Field(60, ge=1, le=86400)
-    short_seconds: int = Field(300, ge=1)
-    long_seconds: int = Field(3600, ge=1)
+    short_seconds: int = Field(300, ge=1, le=MAXIMUM_WINDOW_SECONDS)
+    long_seconds: int = Field(3600, ge=1, le=MAXIMUM_WINDOW_SECONDS)
 
     @model_validator(mode="after")
     def _check_alignment(self) -> Self:

@@ -46,7 +46,7 @@ StatisticName = Literal[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DriftModelConfig(_Strict):
@@ -69,11 +69,15 @@ class SequentialConfig(_Strict):
         "has its table (references built from events by baseline build).",
     )
     false_alarms_per_day: float = Field(
-        1.0, gt=0, description="False-alarm budget of one series, over all its features."
+        1.0,
+        ge=1e-6,
+        le=86_400,
+        description="False-alarm budget of one series, over all its features.",
     )
     events_per_second: float = Field(
         1000.0,
-        gt=0,
+        ge=1e-3,
+        le=1e9,
         description="The least traffic of one series the thresholds assume. A series measured "
         "busier (over about the last hour of event time) gets the thresholds of its own traffic, "
         "so the budget holds at any traffic; they grow with its logarithm.",

@@ -35,8 +35,11 @@ __all__ = [
 ]
 
 
+TEN_YEARS_SECONDS = 10 * 365 * 86_400
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LabelKind(enum.StrEnum):
@@ -59,16 +62,23 @@ class ModelLabelsConfig(_Strict):
         "it; false when labels always carry model, version and prediction.",
     )
     horizon_seconds: int = Field(
-        86_400, ge=1, description="Labels later than this after their prediction are not counted."
+        86_400,
+        ge=1,
+        le=TEN_YEARS_SECONDS,
+        description="Labels later than this after their prediction are not counted.",
     )
     record_grace_seconds: int = Field(
-        3_600, ge=0, description="Predictions stay on record this long past the horizon."
+        3_600,
+        ge=0,
+        le=TEN_YEARS_SECONDS,
+        description="Predictions stay on record this long past the horizon.",
     )
     error_resolution: float = Field(
         0.001,
         gt=0,
         description="Regression: absolute errors are summed in integer units of this (squared "
-        "errors in units of its square), exactly, in the windows.",
+        "errors in units of its square), exactly, in the windows; a label whose error exceeds "
+        "2^24 units is refused as error_out_of_range.",
     )
 
     @model_validator(mode="after")

@@ -72,7 +72,9 @@ _TOLERANCES = ("max_drop", "max_rise", "max_ratio", "min_value")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
+    )
 
 
 class RolloutCheck(_Strict):

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
 from driftline.config import Config, ConfigError, load_config, parse_config
+
+RULE = {"name": "r", "metric": "driftline_error_ratio", "comparison": ">=", "threshold": 0}
 
 
 def test_defaults_are_complete() -> None:
@@ -28,6 +31,25 @@ def test_defaults_are_complete() -> None:
         ({"kafka": {"bootstrap_server": "x:1"}}, "kafka.bootstrap_server", "unknown key"),
         ({"consumer": {"batch_size": "many"}}, "consumer.batch_size", "'many'"),
         ({"redis": {"key_prefix": "has space"}}, "redis.key_prefix", "'has space'"),
+        # Accepted once, these failed later: at start-up, on the first write or in a rule.
+        (
+            {"drift": {"sequential": {"false_alarms_per_day": math.inf}}},
+            "drift.sequential.false_alarms_per_day",
+            "inf",
+        ),
+        (
+            {"drift": {"sequential": {"events_per_second": 1e100}}},
+            "drift.sequential.events_per_second",
+            "1e+100",
+        ),
+        ({"windows": {"long_seconds": 10**16}}, "windows.long_seconds", "10000000000000000"),
+        (
+            {"models": {"m": {"labels": {"horizon_seconds": 10**16}}}},
+            "models.m.labels.horizon_seconds",
+            "10000000000000000",
+        ),
+        ({"rules": [{**RULE, "for": math.nan}]}, "rules.r.for", "nan"),
+        ({"rules": [{**RULE, "keep_firing_for": 1e306}]}, "rules.r.keep_firing_for", "1e+306"),
     ],
 )
 def test_errors_name_key_and_value(data: dict[str, object], key: str, value: str) -> None:
