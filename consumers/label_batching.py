@@ -18,9 +18,10 @@ runs once per batch:
    refused, in that model's totals, as ``beyond_horizon`` (label later than the horizon after its
    prediction), ``missing_prediction``, ``invalid_label`` (a regression label or prediction that
    is not a number), ``error_out_of_range`` (a regression error of more than
-   :data:`MAXIMUM_ERROR_UNITS` units of the model's ``error_resolution``) or ``duplicate`` (an earlier label of the same event counted: earlier in the
-   batch, or marked in the store). Only decoding failures are dead-lettered: the others are valid
-   messages that cannot be used, counted by reason, never a crash.
+   :data:`MAXIMUM_ERROR_UNITS` units of the model's ``error_resolution``) or ``duplicate`` (an
+   earlier label of the same event counted: earlier in the batch, or marked in the store). Only
+   decoding failures are dead-lettered: the others are valid messages that cannot be used,
+   counted by reason, never a crash.
 
 The store re-checks the duplicate markers atomically when it applies the counts
 (``consumers.label_writer``), so two consumers counting the same event at once still count it once.
@@ -204,7 +205,7 @@ class LabelAssembler:
         """Set each label's outcome; the first countable label of an event wins, by position."""
         horizon_ms = settings.horizon_seconds * 1000
         regression = settings.kind is LabelKind.REGRESSION
-        maximum_error = MAXIMUM_ERROR_UNITS * settings.error_resolution
+        too_large = MAXIMUM_ERROR_UNITS * settings.error_resolution
         for item in items:
             prediction = item.record.prediction
             if item.delay_known and item.label_ms - item.record.ts_ms > horizon_ms:
@@ -213,7 +214,7 @@ class LabelAssembler:
                 item.outcome = MISSING_PREDICTION
             elif regression and not (_is_number(prediction) and _is_number(item.label.label)):
                 item.outcome = INVALID_LABEL
-            elif regression and abs(_number(prediction) - _number(item.label.label)) > maximum_error:
+            elif regression and abs(_number(prediction) - _number(item.label.label)) > too_large:
                 item.outcome = ERROR_OUT_OF_RANGE
         # One count per event and leg: a label judges the stable and the shadow answer once each.
         seen: set[tuple[str, bool]] = set()

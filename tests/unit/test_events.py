@@ -64,7 +64,7 @@ def _without(name: str) -> bytes:
         (_with(confidence=1.5), InvalidReason.OUT_OF_RANGE),
         (_with(ts=-5), InvalidReason.OUT_OF_RANGE),
         (_with(ts=2**70), InvalidReason.OUT_OF_RANGE),
-        # RFC 3339 times the decoder does not range-check: past the last millisecond, and before 1970.
+        # RFC 3339 times, which the decoder does not range-check: past 9999, and before 1970.
         (_with(ts="9999-12-31T23:59:59-23:59"), InvalidReason.OUT_OF_RANGE),
         (_with(ts="1969-12-31T23:59:59Z"), InvalidReason.OUT_OF_RANGE),
         (_with(event_id=""), InvalidReason.OUT_OF_RANGE),
