@@ -136,6 +136,13 @@ def numeric_column(column: Sequence[object]) -> FloatArray:
         values: FloatArray = np.array(column, dtype=np.float64)
     except (ValueError, TypeError):
         values = np.fromiter(map(_numeric_value, column), dtype=np.float64, count=len(column))
+    return _finite_or_missing(values)
+
+
+def _finite_or_missing(values: FloatArray) -> FloatArray:
+    """``values`` with the infinities, which only strings like "inf" parse to (JSON has none), as
+    missing: no bin edge or mean can hold one."""
+    values[np.isinf(values)] = np.nan
     return values
 
 
@@ -572,7 +579,7 @@ def _numeric_matrix(
         matrix = np.stack(
             [numeric_column([row[j] for row in rows]) for j in range(len(names))], axis=1
         ).reshape(len(rows), len(names))
-    return matrix
+    return _finite_or_missing(matrix)
 
 
 def _canonical(document: Mapping[str, Any]) -> str:

@@ -492,9 +492,20 @@ def _numeric(
         edges=edges.tolist(),
         counts=counts.tolist(),
         bin_values=[lowest, *bin_values.tolist(), highest],
-        spread=float(values.std()),
+        spread=_spread(values),
         sequential=sequential,
     )
+
+
+def _spread(values: FloatArray) -> float:
+    """The standard deviation of ``values`` (at least one); where their squares overflow (values
+    past 1e154), taken on them scaled to at most 1."""
+    with np.errstate(over="ignore"):
+        spread = float(values.std())
+    if math.isfinite(spread):
+        return spread
+    scale = float(np.abs(values).max())
+    return float((values / scale).std() * scale)
 
 
 def _categorical(name: str, counts: Counter[str], missing: int, top_k: int) -> FeatureReference:

@@ -301,6 +301,24 @@ def test_a_consumer_with_the_sequential_test_takes_odd_values_and_categorical_re
         assert store.sequential_states("fraud", [0])[0] is not None
 
 
+def test_infinities_are_missing_and_huge_values_keep_a_finite_spread() -> None:
+    """JSON has no infinity, but "inf" parses to one; no edge or mean holds it, so it is missing
+    (it failed the build, and landed in the overflow bin live). Values past 1e154 overflowed the
+    spread and failed the build."""
+    values: list[object] = [float(i) for i in range(30)] + ["inf", "-Infinity", 1e200]
+    lines = [event(i, features={"x": v}) for i, v in enumerate(values)]
+    builder = ReferenceBuilder("fraud", feature_types={"x": "numeric"})
+    builder.add(decoded(lines))
+    reference = builder.build(created_at_ms=0)
+    [feature] = reference.features
+    assert feature.counts[0] == 2, "the two infinities are missing"
+    expected = float(np.std(np.array([*range(30), 1e200]) / 1e200) * 1e200)
+    assert math.isfinite(feature.spread) and feature.spread == pytest.approx(expected, rel=1e-12)
+    rows = [{"x": "inf"}, {"x": "-inf"}, {"x": 3.0}]
+    assert reference.bin_features(rows)["x"].tolist()[:2] == [0, 0]
+    assert np.isnan(reference.numeric_values(rows)[:2]).all()
+
+
 def test_categorical_keeps_the_top_k_by_frequency_then_name() -> None:
     values: list[object] = ["FR"] * 5 + ["DE"] * 5 + ["IT"] * 3 + [3.0] * 2 + [True] + [None] * 4
     lines = [event(i, features={"c": v}) for i, v in enumerate(values)]
