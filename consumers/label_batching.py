@@ -42,7 +42,14 @@ from detectors.reference import category_key
 from detectors.series import OVERFLOW_VALUE, Series
 from detectors.window_store import WindowStore
 from driftline.config import Config
-from driftline.events import InvalidEvent, InvalidReason, LabelEvent, decode_label, timestamp_ms
+from driftline.events import (
+    InvalidEvent,
+    InvalidReason,
+    LabelEvent,
+    decode_label,
+    is_version_name,
+    timestamp_ms,
+)
 from driftline.quality_config import LabelKind, ModelLabelsConfig
 
 __all__ = ["AssembledLabels", "LabelAssembler", "LabelReason", "RefusedLabel"]
@@ -162,8 +169,13 @@ class LabelAssembler:
                 detail = f"model {label.model!r} has no labels section in the config"
                 refused.append(RefusedLabel(index, UNKNOWN_MODEL, detail, False))
             elif label.model is not None and settings is not None and not settings.join:
-                # Carried prediction: counted at the label's time, whole traffic, stable.
-                version = self._version(label.model, label.version or OVERFLOW_VALUE)
+                # Carried prediction: counted at the label's time, whole traffic, stable. A
+                # version no event could carry ("v|x" would split the window's field names)
+                # counts as the overflow version, as one past the cap does.
+                version = label.version or OVERFLOW_VALUE
+                if not is_version_name(version):
+                    version = OVERFLOW_VALUE
+                version = self._version(label.model, version)
                 carried = JoinRecord(
                     label.model, label_ms, label.prediction, None, version, "stable"
                 )

@@ -38,6 +38,7 @@ __all__ = [
     "decode_features",
     "decode_label",
     "encode",
+    "is_version_name",
     "timestamp_ms",
 ]
 
@@ -178,6 +179,11 @@ def _misnamed(model: str, version: str) -> InvalidEvent | None:
         _WELL_NAMED.clear()
     _WELL_NAMED.add((model, version))
     return None
+
+
+def is_version_name(version: str) -> bool:
+    """Whether ``version`` matches the schema's pattern of an event's version."""
+    return _VERSION.fullmatch(version) is not None
 
 
 def decode_features(raw: msgspec.Raw) -> FeatureValues | InvalidEvent:

@@ -196,3 +196,43 @@ def test_regression_errors_too_large_to_sum_exactly_are_refused_by_reason() -> N
     rmse = snapshot.value(names.ROOT_MEAN_SQUARED_ERROR, **series)
     assert mae is not None and abs(mae - float(counted.mean())) < 1e-9
     assert rmse is not None and abs(rmse - math.sqrt(float((counted**2).mean()))) < 1e-6
+
+
+def test_carried_labels_count_at_their_version_and_a_malformed_one_as_the_overflow() -> None:
+    """With ``join: false`` a label names its version; one no event could carry ("v|x") split
+    the window's field names into another version, deployment and segment."""
+    config = parse_config(
+        {
+            "models": {"price": {"labels": {"kind": "regression", "join": False}}},
+            "quality": {"minimum_labelled": 1},
+        }
+    )
+    versions = ["v1", "v1", "v|x", "v1|stable||x", None]
+    labels = [
+        encode(
+            {
+                "event_id": f"l{i}",
+                "label": 3.0 + i,
+                "prediction": 1.0,
+                "model": "price",
+                **({} if version is None else {"version": version}),
+                "ts": START_MS + i,
+            }
+        )
+        for i, version in enumerate(versions)
+    ]
+    replay = Backtest(config, [], label_lines=labels)
+    replay.replay([])
+    replay.tick(START_MS + 60_000)
+    [fields] = replay.store.read_windows("price", [300_000], START_MS + 60_000)
+    labelled = {name: count for name, count in fields.items() if name.endswith("|labelled")}
+    assert labelled == {"v1|stable||labelled": 2, "__overflow__|stable||labelled": 3}
+    mae = replay.evaluator.collector.snapshot.value(
+        names.MEAN_ABSOLUTE_ERROR,
+        model="price",
+        version="v1",
+        deployment="stable",
+        segment="",
+        window="short",
+    )
+    assert mae == 2.5
