@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -13,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from alerting import metric_names as names
+from alerting.snapshot import Snapshot
 from driftline.backtest import Backtest
 from driftline.cli import main
 from driftline.config import parse_config
@@ -102,16 +104,27 @@ def test_backtest_labels_prints_quality_crossings(
     assert outputs[0].stdout == outputs[3].stdout, "nor splitting the labels into two files"
 
 
-def test_regression_labels_give_exact_mae_and_rmse() -> None:
+PRICE_SERIES = {
+    "model": "price",
+    "version": "v1",
+    "deployment": "stable",
+    "segment": "",
+    "window": "short",
+}
+
+
+def replay_regression(
+    predicted: Sequence[float], actual: Sequence[float], more_labels: Sequence[bytes] = ()
+) -> Snapshot:
+    """Events of model ``price`` (regression, errors in units of 0.001) with the ``predicted``
+    values, a label of each with the ``actual`` one (and ``more_labels``); the snapshot of a tick
+    a minute in."""
     config = parse_config(
         {
             "models": {"price": {"labels": {"kind": "regression", "error_resolution": 0.001}}},
             "quality": {"minimum_labelled": 5},
         }
     )
-    generator = np.random.default_rng(4)
-    predicted = np.round(generator.normal(100, 10, 200), 3)
-    actual = np.round(predicted + generator.normal(0, 2, 200), 3)
     events = [
         encode(
             {
@@ -119,30 +132,33 @@ def test_regression_labels_give_exact_mae_and_rmse() -> None:
                 "ts": START_MS + i * 100,
                 "model": "price",
                 "version": "v1",
-                "prediction": float(predicted[i]),
+                "prediction": value,
             }
         )
-        for i in range(200)
+        for i, value in enumerate(predicted)
     ]
     labels = [
-        encode({"event_id": f"p{i}", "label": float(actual[i]), "ts": START_MS + 30_000})
-        for i in range(200)
+        encode({"event_id": f"p{i}", "label": value, "ts": START_MS + 30_000})
+        for i, value in enumerate(actual)
     ]
-    labels.append(encode({"event_id": "p0", "label": "expensive", "ts": START_MS + 30_000}))
-    replay = Backtest(config, [], label_lines=labels)
+    replay = Backtest(config, [], label_lines=[*labels, *more_labels])
     replay.replay(events)
     replay.tick(START_MS + 60_000)
-    snapshot = replay.evaluator.collector.snapshot
-    series = {
-        "model": "price",
-        "version": "v1",
-        "deployment": "stable",
-        "segment": "",
-        "window": "short",
-    }
+    return replay.evaluator.collector.snapshot
+
+
+def test_regression_labels_give_exact_mae_and_rmse() -> None:
+    generator = np.random.default_rng(4)
+    predicted = np.round(generator.normal(100, 10, 200), 3)
+    actual = np.round(predicted + generator.normal(0, 2, 200), 3)
+    snapshot = replay_regression(
+        predicted.tolist(),
+        actual.tolist(),
+        [encode({"event_id": "p0", "label": "expensive", "ts": START_MS + 30_000})],
+    )
     errors = np.abs(predicted - actual)
-    mae = snapshot.value(names.MEAN_ABSOLUTE_ERROR, **series)
-    rmse = snapshot.value(names.ROOT_MEAN_SQUARED_ERROR, **series)
+    mae = snapshot.value(names.MEAN_ABSOLUTE_ERROR, **PRICE_SERIES)
+    rmse = snapshot.value(names.ROOT_MEAN_SQUARED_ERROR, **PRICE_SERIES)
     # Exact up to the 0.001 resolution each error is summed in.
     assert mae is not None and abs(mae - float(errors.mean())) < 1e-3
     assert rmse is not None and abs(rmse - math.sqrt(float((errors**2).mean()))) < 1e-3
@@ -154,46 +170,14 @@ def test_regression_errors_too_large_to_sum_exactly_are_refused_by_reason() -> N
     """Squared errors are summed in 64-bit integers of the resolution's square: errors beyond
     2^24 units are refused (31 of 10^7 at a resolution of 0.001 overflowed the sum, and the
     evaluator then failed on the square root of a negative number); one at the limit counts."""
-    config = parse_config(
-        {
-            "models": {"price": {"labels": {"kind": "regression", "error_resolution": 0.001}}},
-            "quality": {"minimum_labelled": 5},
-        }
-    )
     at_limit = 2**24 * 0.001
     actual = [1e7] * 31 + [-1e7] + [10.0] * 10 + [at_limit]
-    events = [
-        encode(
-            {
-                "event_id": f"p{i}",
-                "ts": START_MS + i * 100,
-                "model": "price",
-                "version": "v1",
-                "prediction": 0.0,
-            }
-        )
-        for i in range(len(actual))
-    ]
-    labels = [
-        encode({"event_id": f"p{i}", "label": label, "ts": START_MS + 30_000})
-        for i, label in enumerate(actual)
-    ]
-    replay = Backtest(config, [], label_lines=labels)
-    replay.replay(events)
-    replay.tick(START_MS + 60_000)
-    snapshot = replay.evaluator.collector.snapshot
+    snapshot = replay_regression([0.0] * len(actual), actual)
     refused = snapshot.value(names.LABELS_REFUSED_TOTAL, model="price", reason="error_out_of_range")
     assert refused == 32.0
-    series = {
-        "model": "price",
-        "version": "v1",
-        "deployment": "stable",
-        "segment": "",
-        "window": "short",
-    }
     counted = np.array([10.0] * 10 + [at_limit])
-    mae = snapshot.value(names.MEAN_ABSOLUTE_ERROR, **series)
-    rmse = snapshot.value(names.ROOT_MEAN_SQUARED_ERROR, **series)
+    mae = snapshot.value(names.MEAN_ABSOLUTE_ERROR, **PRICE_SERIES)
+    rmse = snapshot.value(names.ROOT_MEAN_SQUARED_ERROR, **PRICE_SERIES)
     assert mae is not None and abs(mae - float(counted.mean())) < 1e-9
     assert rmse is not None and abs(rmse - math.sqrt(float((counted**2).mean()))) < 1e-6
 
@@ -227,12 +211,5 @@ def test_carried_labels_count_at_their_version_and_a_malformed_one_as_the_overfl
     [fields] = replay.store.read_windows("price", [300_000], START_MS + 60_000)
     labelled = {name: count for name, count in fields.items() if name.endswith("|labelled")}
     assert labelled == {"v1|stable||labelled": 2, "__overflow__|stable||labelled": 3}
-    mae = replay.evaluator.collector.snapshot.value(
-        names.MEAN_ABSOLUTE_ERROR,
-        model="price",
-        version="v1",
-        deployment="stable",
-        segment="",
-        window="short",
-    )
-    assert mae == 2.5
+    snapshot = replay.evaluator.collector.snapshot
+    assert snapshot.value(names.MEAN_ABSOLUTE_ERROR, **PRICE_SERIES) == 2.5
