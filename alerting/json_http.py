@@ -9,7 +9,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-__all__ = ["JsonRequestHandler"]
+__all__ = ["JsonRequestHandler", "json_body"]
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +24,42 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
 
-    def _answer(self, status: int, body: Mapping[str, Any], close: bool = False) -> None:
+    def _answer(
+        self,
+        status: int,
+        body: Mapping[str, Any],
+        close: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         data = json.dumps(body, allow_nan=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         if close:
             self.send_header("Connection", "close")
             self.close_connection = True
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":  # a HEAD answer has headers only
+            self.wfile.write(data)
 
-    def _refuse(self, status: HTTPStatus, message: str, close: bool = False) -> None:
+    def _refuse(
+        self,
+        status: HTTPStatus,
+        message: str,
+        close: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         log.info("%s: %d %s", self.log_name, status.value, message)
-        self._answer(status.value, {"error": message}, close=close)
+        self._answer(status.value, {"error": message}, close=close, headers=headers)
+
+    def _method_not_allowed(self) -> None:
+        allowed = ", ".join(m for m in ("GET", "POST") if hasattr(self, f"do_{m}"))
+        message = f"method {self.command} not allowed"
+        self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, message, close=True, headers={"Allow": allowed})
+
+    do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _method_not_allowed
 
     def _headers(self) -> dict[str, str]:
         return {name: value for name, value in self.headers.items()}
@@ -64,3 +86,19 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
             )
             return None
         return self.rfile.read(length)
+
+
+def json_body(body: bytes) -> object:
+    """The parsed request body; ``ValueError`` with the reason when a server cannot use it:
+    malformed, nested past the parser's recursion limit, an integer of more than 4,300 digits, or
+    holding a string that is not UTF-8 (a lone surrogate escape, which neither Redis nor an
+    audit log can store)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as error:  # JSON and Unicode decode errors are values
+        raise ValueError(f"body is not JSON: {error}") from None
+    try:
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError("body holds a string that is not valid UTF-8 (a lone surrogate)") from None
+    return data

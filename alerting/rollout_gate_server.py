@@ -23,7 +23,6 @@ or payload (400), unknown model (404), then the verdict (503 if the store does n
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -35,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from alerting.json_http import JsonRequestHandler
+from alerting.json_http import JsonRequestHandler, json_body
 from alerting.rollout_gate import RolloutGate, VerdictRequestError
 from alerting.rollout_verdict import Verdict
 from alerting.webhook_receiver import authenticated
@@ -208,9 +207,9 @@ class _Handler(JsonRequestHandler):
 def _flagger_payload(body: bytes) -> FlaggerPayload | str:
     """The payload, or why it is not one."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        return f"body is not JSON: {error}"
+        data = json_body(body)
+    except ValueError as error:
+        return str(error)
     try:
         return FlaggerPayload.model_validate(data)
     except pydantic.ValidationError as error:

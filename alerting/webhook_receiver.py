@@ -3,11 +3,12 @@
 Alertmanager routes alerts labelled ``action="rollback"`` here (``deploy/alertmanager/``). Each
 request goes through, in order, and stops at the first failure without changing anything:
 
-1. path (404), ``Content-Length`` present (411) and within ``max_body_bytes`` (413, the body is
-   not read);
+1. method (405 but for GET and POST), path (404), ``Content-Length`` present (411) and within
+   ``max_body_bytes`` (413, the body is not read);
 2. authentication (401): ``Authorization: Bearer <token>``, or ``X-Driftline-Signature:
    sha256=<hex HMAC-SHA256 of the body>``; both compared in constant time;
-3. JSON and the payload schema (400), including the labels every rollback alert must carry
+3. JSON (``json_http.json_body``: also too deep, or a string that is not UTF-8) and the payload
+   schema (400), including the labels every rollback alert must carry
    (``alertname``, ``model``, ``version``), checked for all alerts before acting on any.
 
 Then each firing rollback alert of a known ``action: rollback`` rule is claimed once per
@@ -22,7 +23,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import json
 import logging
 import math
 import os
@@ -35,7 +35,7 @@ from typing import Any, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from alerting.json_http import JsonRequestHandler
+from alerting.json_http import JsonRequestHandler, json_body
 from alerting.rollback_executor import RollbackExecutor, RollbackRequest
 from alerting.rollback_ledger import RollbackLedger
 from driftline.alerting_config import WebhookReceiverConfig
@@ -182,9 +182,9 @@ class WebhookReceiver:
 
     def parse(self, body: bytes) -> AlertmanagerPayload:
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise BadRequest(f"body is not JSON: {error}") from None
+            data = json_body(body)
+        except ValueError as error:
+            raise BadRequest(str(error)) from None
         try:
             payload = AlertmanagerPayload.model_validate(data)
         except pydantic.ValidationError as error:
@@ -272,9 +272,15 @@ class _Handler(JsonRequestHandler):
     server: _Server
     log_name = "webhook"
 
-    def _refuse(self, status: HTTPStatus, message: str, close: bool = False) -> None:
+    def _refuse(
+        self,
+        status: HTTPStatus,
+        message: str,
+        close: bool = False,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.server.receiver.reject(status.value)
-        super()._refuse(status, message, close)
+        super()._refuse(status, message, close, headers)
 
     def do_GET(self) -> None:
         if self.path == "/-/healthy":

@@ -592,6 +592,14 @@ def test_flagger_webhooks_answer_with_the_status_codes_flagger_expects(
     got, answer = _flagger(gate_url, "confirm-promotion", {"metadata": {}}, bearer)
     assert got == 400 and answer["error"].startswith("not a Flagger webhook payload: name")
     assert _flagger(gate_url, "confirm-rollout", payload("good"))[0] == 404
+    # Bodies the JSON parser or an encoder chokes on (they dropped the connection, before the
+    # credentials were even checked): 401 without credentials, 400 with.
+    url = f"{gate_url}/v1/flagger/rollback"
+    surrogate = json.dumps(payload("good", token="\ud800")).encode()
+    for body in (b"[" * 1000 + b"]" * 1000, b"1" * 4301, surrogate):
+        assert _http("POST", url, body)[0] == 401
+        got, answer = _http("POST", url, body, bearer)
+        assert got == 400 and ("JSON" in answer["error"] or "UTF-8" in answer["error"])
 
 
 def test_verdict_endpoint_refuses_bad_requests(world: World, gate_url: str) -> None:

@@ -144,6 +144,10 @@ def _bearer(token: bytes = TOKEN) -> dict[str, str]:
         (json.dumps({**_payload(), "alerts": [{"status": "firing"}]}).encode(), _bearer(), 400),
         (json.dumps(_payload(model="")).encode(), _bearer(), 400),
         (json.dumps({**_payload(), "pad": "x" * 5000}).encode(), _bearer(), 413),
+        # These dropped the connection, or (a lone surrogate) wrote Redis state and answered 503;
+        # an integer past 4,300 digits, which also dropped it, is over this receiver's 4 KiB.
+        (b"[" * 1000 + b"]" * 1000, _bearer(), 400),
+        (json.dumps(_payload(deployment="\ud800")).encode(), _bearer(), 400),
     ],
     ids=[
         "no-credentials",
@@ -154,6 +158,8 @@ def _bearer(token: bytes = TOKEN) -> dict[str, str]:
         "alert-missing-fields",
         "no-model-label",
         "oversized",
+        "nested-too-deep",
+        "lone-surrogate",
     ],
 )
 def test_refused_requests_change_nothing(
@@ -164,6 +170,20 @@ def test_refused_requests_change_nothing(
     assert answer_status == status
     assert "error" in answer
     assert receiver.state() == before == (0, [], 0)
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "HEAD"])
+def test_other_methods_are_not_allowed(receiver: Receiver, method: str) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", receiver.port, timeout=30)
+    try:
+        connection.request(method, PATH, body=json.dumps(_payload()).encode(), headers=_bearer())
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    assert (response.status, response.getheader("Allow")) == (405, "GET, POST")
+    assert body == b"" if method == "HEAD" else json.loads(body)["error"].startswith("method")
+    assert receiver.state() == (0, [], 0)
 
 
 def test_firing_alert_acts_once_however_often_it_is_sent(receiver: Receiver) -> None:
