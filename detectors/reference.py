@@ -225,6 +225,8 @@ class FeatureReference:
         """Raise :class:`ReferenceFormatError` unless the layout is consistent."""
         if any(count < 0 for count in self.counts):
             raise ReferenceFormatError(f"{where}.counts: counts must be >= 0, got {self.counts}")
+        if sum(self.counts) >= 2**63:  # windows and statistics count in int64
+            raise ReferenceFormatError(f"{where}.counts: must sum to less than 2^63")
         if self.kind is FeatureKind.NUMERIC:
             edges = self.edges
             if len(edges) < 2 or not all(math.isfinite(e) for e in edges):
@@ -403,6 +405,25 @@ class Reference:
                     f"features: {feature.name!r} is not a feature name (names starting with @ "
                     "are reserved for the prediction and the confidence)"
                 )
+        # The windows count these two under their fixed names, and the confidence in the
+        # consumers' numeric bins.
+        if self.prediction is not None and self.prediction.name != PREDICTION_ITEM:
+            raise ReferenceFormatError(
+                f"prediction.name: must be {PREDICTION_ITEM!r}, got {self.prediction.name!r}"
+            )
+        confidence = self.confidence
+        if confidence is not None and (
+            confidence.name != CONFIDENCE_ITEM or confidence.kind is not FeatureKind.NUMERIC
+        ):
+            raise ReferenceFormatError(
+                f"confidence: must be numeric and named {CONFIDENCE_ITEM!r}, got "
+                f"{confidence.kind.value} {confidence.name!r}"
+            )
+        for name in ("created_at_ms", "events"):
+            if not 0 <= getattr(self, name) < 2**63:
+                raise ReferenceFormatError(
+                    f"{name}: must be 0 to 2^63 - 1, got {getattr(self, name)!r}"
+                )
         digest = hashlib.sha256(_canonical(self._content()).encode("utf-8")).hexdigest()
         object.__setattr__(self, "reference_id", digest)
 
@@ -495,7 +516,8 @@ class Reference:
         """Parse and check a reference document; errors name the field and the bad value."""
         try:
             document = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        # Decode errors are ValueErrors, as is an integer of more than 4,300 digits.
+        except (ValueError, RecursionError) as error:
             raise ReferenceFormatError(f"not valid JSON: {error}") from None
         return cls.from_dict(document)
 
@@ -609,7 +631,7 @@ def _number(fields: Mapping[str, Any], key: str, where: str) -> float:
     value = fields.get(key)
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise ReferenceFormatError(f"{where}.{key}: expected a number, got {value!r}")
-    return float(value)
+    return _float(value, f"{where}.{key}")
 
 
 def _numbers(fields: Mapping[str, Any], key: str, where: str) -> list[float]:
@@ -618,7 +640,15 @@ def _numbers(fields: Mapping[str, Any], key: str, where: str) -> list[float]:
         isinstance(v, int | float) and not isinstance(v, bool) for v in values
     ):
         raise ReferenceFormatError(f"{where}.{key}: expected a list of numbers, got {values!r}")
-    return [float(v) for v in values]
+    return [_float(v, f"{where}.{key}") for v in values]
+
+
+def _float(value: int | float, where: str) -> float:
+    """``value`` as a float; JSON integers have no bound, floats do."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ReferenceFormatError(f"{where}: {value} is out of a float's range") from None
 
 
 def _integers(fields: Mapping[str, Any], key: str, where: str) -> list[int]:

@@ -221,6 +221,11 @@ class SequentialReference:
                 f"{where}: mean must be finite and variance > 0, got {self.mean!r}, "
                 f"{self.variance!r}"
             )
+        if len(self.upper_factors) != len(self.lower_factors):
+            raise SequentialFormatError(
+                f"{where}: upper_factors and lower_factors need as many factors, got "
+                f"{list(self.upper_factors)} and {list(self.lower_factors)}"
+            )
         for side in ("upper_factors", "lower_factors"):
             factors = getattr(self, side)
             if len(factors) not in (1, len(ALLOWANCES_SD)):
@@ -338,7 +343,10 @@ class SequentialReference:
         def number(key: str, value: object) -> float:
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise SequentialFormatError(f"{where}.{key}: expected a number, got {value!r}")
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:  # a JSON integer past a float's range
+                raise SequentialFormatError(f"{where}.{key}: {value} is out of range") from None
 
         def listed(key: str) -> list[object]:
             found = document[key]

@@ -460,6 +460,12 @@ def _document() -> dict[str, Any]:
     return document
 
 
+def _mismatched_factors(document: dict[str, Any]) -> None:
+    """A sequential block with three factors on one side and one on the other."""
+    document["features"] = [unit_feature("x").to_dict()]
+    document["features"][0]["sequential"]["lower_factors"] = [1.0]
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -480,6 +486,29 @@ def _document() -> dict[str, Any]:
         ),
         (lambda d: d["features"][0].update(name="@confidence"), "names starting with @"),
         (lambda d: d["features"][0].update(counts=[0, 0, -1, 0]), "counts must be >= 0"),
+        # Accepted before, and then fatal to binning, a tick or the sequential test.
+        (
+            lambda d: d["features"][0].update(edges=[0, 10**400]),
+            "reference.features[0].edges: 1000",
+        ),
+        (
+            lambda d: d["features"][0].update(counts=[0, 0, 2**63, 0]),
+            "reference.features[0].counts: must sum to less than 2^63",
+        ),
+        (lambda d: d.update(created_at_ms=10**400), "created_at_ms: must be 0 to 2^63 - 1"),
+        (
+            lambda d: d.update(prediction={**d["features"][0], "name": "y"}),
+            "prediction.name: must be '@prediction', got 'y'",
+        ),
+        (
+            lambda d: d.update(
+                confidence=FeatureReference.categorical(
+                    "@confidence", categories=(), counts=(0, 0)
+                ).to_dict()
+            ),
+            "confidence: must be numeric and named '@confidence', got categorical",
+        ),
+        (_mismatched_factors, "upper_factors and lower_factors need as many factors"),
     ],
 )
 def test_bad_reference_documents_are_refused_naming_the_field(change: Any, message: str) -> None:
@@ -488,6 +517,19 @@ def test_bad_reference_documents_are_refused_naming_the_field(change: Any, messa
     with pytest.raises(ReferenceFormatError) as raised:
         Reference.from_json(json.dumps(document))
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"format": "driftline/reference/v1", "model": ' + "[" * 5_000 + "]" * 5_000 + "}",
+        '{"format": "driftline/reference/v1", "created_at_ms": ' + "1" * 4_301 + "}",
+    ],
+    ids=["nested-too-deep", "integer-too-long"],
+)
+def test_json_the_parser_refuses_is_a_format_error(text: str) -> None:
+    with pytest.raises(ReferenceFormatError, match="not valid JSON"):
+        Reference.from_json(text)
 
 
 class CountingStore(MemoryReferenceStore):
