@@ -52,7 +52,11 @@ class JsonRequestHandler(BaseHTTPRequestHandler):
         headers: Mapping[str, str] | None = None,
     ) -> None:
         log.info("%s: %d %s", self.log_name, status.value, message)
+        self.count_refusal(status)
         self._answer(status.value, {"error": message}, close=close, headers=headers)
+
+    def count_refusal(self, status: HTTPStatus) -> None:
+        """Called with every refusal; a server that counts them overrides it."""
 
     def _method_not_allowed(self) -> None:
         allowed = ", ".join(m for m in ("GET", "POST") if hasattr(self, f"do_{m}"))

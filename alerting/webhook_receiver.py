@@ -272,15 +272,8 @@ class _Handler(JsonRequestHandler):
     server: _Server
     log_name = "webhook"
 
-    def _refuse(
-        self,
-        status: HTTPStatus,
-        message: str,
-        close: bool = False,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
+    def count_refusal(self, status: HTTPStatus) -> None:
         self.server.receiver.reject(status.value)
-        super()._refuse(status, message, close, headers)
 
     def do_GET(self) -> None:
         if self.path == "/-/healthy":
