@@ -6,6 +6,9 @@ Each dead-lettered message keeps its original key and value and carries the head
 team can inspect, fix and replay it. A value larger than ``max_value_bytes`` (an oversized event
 would break the dead-letter topic's own size limit) is cut to that size and carries
 ``driftline.truncated_from``: the original stays in the source topic at the recorded offset.
+A key larger than ``max_key_bytes`` is cut the same way (``driftline.key_truncated_from``): a key
+near the broker's limit beside a cut value would still be too large to produce, and the
+consumer would stop at that message on every restart.
 """
 
 from __future__ import annotations
@@ -41,10 +44,15 @@ class DeadLetterPublisher:
     """Produces refused messages and makes sure they are durable before the batch is committed."""
 
     def __init__(
-        self, topic: str, producer_settings: Mapping[str, Any], max_value_bytes: int = 256 * 1024
+        self,
+        topic: str,
+        producer_settings: Mapping[str, Any],
+        max_value_bytes: int = 256 * 1024,
+        max_key_bytes: int = 16 * 1024,
     ) -> None:
         self.topic = topic
         self.max_value_bytes = max_value_bytes
+        self.max_key_bytes = max_key_bytes
         self._producer = Producer({"enable.idempotence": True, "linger.ms": 5, **producer_settings})
         self._failures: list[str] = []
 
@@ -63,6 +71,11 @@ class DeadLetterPublisher:
         if value is not None and len(value) > self.max_value_bytes:
             headers.append(("driftline.truncated_from", str(len(value)).encode()))
             value = value[: self.max_value_bytes]
+        if key is not None:
+            key = key.encode() if isinstance(key, str) else key
+            if len(key) > self.max_key_bytes:
+                headers.append(("driftline.key_truncated_from", str(len(key)).encode()))
+                key = key[: self.max_key_bytes]
         self._producer.produce(
             self.topic,
             value=value,

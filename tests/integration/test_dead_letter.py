@@ -103,3 +103,29 @@ def test_bad_events_are_dead_lettered_counted_and_survived(
         len(read_topic(kafka_bootstrap, config.topics.dead_letter, len(BAD) * 3 + 1, timeout_s=3))
         == len(BAD) * 3
     )
+
+
+def test_a_key_near_the_size_limit_is_cut_too(
+    stack_config: Callable[..., Config], kafka_bootstrap: str, redis_client: redis.Redis
+) -> None:
+    """A key of 800 kB beside a bad value over the cut: together still over the producer's
+    limit, so the consumer stopped at that message on every restart."""
+    config = stack_config(partitions=1)
+    big_key = b"k" * 800_000
+    produce(
+        kafka_bootstrap,
+        config.topics.events,
+        [_event(1), b"{" + b"x" * 240_000, _event(2)],
+        keys=[None, big_key, None],
+    )
+    store = RedisWindowStore(
+        redis_client, layout_from_config(config), KeySchema(config.redis.key_prefix)
+    )
+    consumer = event_consumer("confluent", config, store)
+    consumer.run(max_idle_s=3)
+    assert consumer.events_applied == 2
+    [dead] = read_topic(kafka_bootstrap, config.topics.dead_letter, 1)
+    headers = dict(dead.headers())
+    assert headers["driftline.reason"] == b"oversized"
+    assert int(headers["driftline.key_truncated_from"]) == len(big_key)
+    assert dead.key() == big_key[: 16 * 1024] and dead.value() == b"{" + b"x" * 240_000
