@@ -137,7 +137,12 @@ class LabelAssembler:
             if isinstance(label, InvalidEvent):
                 assembled.refused.append(RefusedLabel(index, label.reason, label.detail, True))
                 continue
-            arrived_ms = message_ms[index] if message_ms[index] >= 0 else now_ms
+            # A Kafka time is the producer's to set: one past this consumer's clock (by more than
+            # the tolerance) is not trusted, or a label without ts lands where no window reads,
+            # and near 2^63 its record's expiry overflowed.
+            arrived_ms = message_ms[index]
+            if not 0 <= arrived_ms <= now_ms + tolerance_ms:
+                arrived_ms = now_ms
             label_ms = arrived_ms if label.ts is None else timestamp_ms(label.ts)
             if label_ms > arrived_ms + tolerance_ms:
                 detail = f"ts {label_ms} is ahead of its message's time {arrived_ms}"

@@ -15,6 +15,9 @@ from click.testing import CliRunner
 
 from alerting import metric_names as names
 from alerting.snapshot import Snapshot
+from consumers.label_batching import LabelAssembler
+from detectors.stores.memory_store import MemoryWindowStore
+from detectors.window_update import WindowLayout
 from driftline.backtest import Backtest
 from driftline.cli import main
 from driftline.config import parse_config
@@ -213,3 +216,18 @@ def test_carried_labels_count_at_their_version_and_a_malformed_one_as_the_overfl
     assert labelled == {"v1|stable||labelled": 2, "__overflow__|stable||labelled": 3}
     snapshot = replay.evaluator.collector.snapshot
     assert snapshot.value(names.MEAN_ABSOLUTE_ERROR, **PRICE_SERIES) == 2.5
+
+
+def test_a_kafka_time_past_the_consumers_clock_is_not_trusted() -> None:
+    """A label without ts takes its message's Kafka time, which the producer sets: one near 2^63
+    overflowed its record's expiry and stopped the labels consumer on every restart."""
+    config = parse_config({"models": {"carry": {"labels": {"join": False}}}})
+    assembler = LabelAssembler(config, MemoryWindowStore(WindowLayout(), clock=lambda: START_MS))
+    label = encode(
+        {"event_id": "y", "label": "a", "model": "carry", "version": "v1", "prediction": "a"}
+    )
+    message_ms = [2**63 - 1 - 90_000_000 + 1, START_MS + 10**12, START_MS - 5_000, -1]
+    assembled = assembler.assemble([0] * 4, [0, 1, 2, 3], message_ms, [label] * 4, START_MS)
+    assert not assembled.refused
+    batch = assembled.models["carry"]
+    assert batch.label_ms.tolist() == [START_MS, START_MS, START_MS - 5_000, START_MS]
