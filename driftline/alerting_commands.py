@@ -121,7 +121,9 @@ def export(config_path: Path | None, out_dir: Path, name: str, verify: bool) -> 
 @click.command()
 @config_option
 @click.option("--host", default=None, help="Override alerting.webhook.host.")
-@click.option("--port", type=int, default=None, help="Override alerting.webhook.port.")
+@click.option(
+    "--port", type=click.IntRange(0, 65_535), default=None, help="Override alerting.webhook.port."
+)
 @click.option(
     "--dev",
     is_flag=True,

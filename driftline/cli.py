@@ -54,6 +54,8 @@ def open_store(config: Config) -> Any:
             ssl_ca_certs=settings.ssl_ca_certs,
         )
         client.ping()
+    except ValueError as error:  # redis-py's parse of a malformed URL
+        raise click.ClickException(f"redis.url = {settings.url!r}: {error}") from None
     except (redis.RedisError, RedisClusterException) as error:
         raise click.ClickException(
             f"redis.url = {settings.url!r}: cannot connect: {error}"
@@ -140,7 +142,9 @@ def consume(config_path: Path | None, runtime: str, exit_when_idle: float | None
 
 @main.command()
 @config_option
-@click.option("--port", type=int, default=None, help="Override evaluator.metrics_port.")
+@click.option(
+    "--port", type=click.IntRange(0, 65_535), default=None, help="Override evaluator.metrics_port."
+)
 @click.option("--once", is_flag=True, help="Run one tick, print the figures as JSON, exit.")
 def evaluate(config_path: Path | None, port: int | None, once: bool) -> None:
     """Compute window figures every tick and serve them on /metrics."""

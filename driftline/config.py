@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import os
 import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -205,9 +206,11 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{source}: cannot read config: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{source}: not UTF-8: {error}") from None
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
+    except (yaml.YAMLError, RecursionError) as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
@@ -220,6 +223,13 @@ def _key_part(part: str | int) -> str:
     return text if re.fullmatch(r"[A-Za-z0-9_.-]+", text) else repr(text)
 
 
+# A bad value is shown in part: YAML aliases can nest a value far larger than its file (nine
+# levels of nine aliases spell out 387 million strings).
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxdict, _SHOWN.maxlist = 3, 6, 6
+_SHOWN.maxstring = _SHOWN.maxother = 120
+
+
 def _describe(error: pydantic.ValidationError, source: str) -> str:
     lines = [f"{source}: {error.error_count()} invalid setting(s)"]
     for item in error.errors():
@@ -227,5 +237,5 @@ def _describe(error: pydantic.ValidationError, source: str) -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  {key} = {item.get('input')!r}: {message}")
+        lines.append(f"  {key} = {_SHOWN.repr(item.get('input'))}: {message}")
     return "\n".join(lines)

@@ -93,7 +93,7 @@ def verdict(
 @click.command()
 @config_option
 @click.option("--host", default=None, help="Override rollout.host.")
-@click.option("--port", type=int, default=None, help="Override rollout.port.")
+@click.option("--port", type=click.IntRange(0, 65_535), default=None, help="Override rollout.port.")
 @click.option(
     "--dev",
     is_flag=True,

@@ -6,7 +6,10 @@ import math
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from driftline.cli import main
 from driftline.config import Config, ConfigError, load_config, parse_config
 
 RULE = {"name": "r", "metric": "driftline_error_ratio", "comparison": ">=", "threshold": 0}
@@ -70,3 +73,34 @@ def test_yaml_file_errors(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+    # These raised (not UTF-8, nested past the recursion limit) or hung writing out the value.
+    path.write_bytes(b"windows: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+    path.write_text("a: " + "[" * 1000 + "]" * 1000 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"] + [
+        f"a{n}: &a{n} [{', '.join([f'*a{n - 1}'] * 9)}]" for n in range(1, 9)
+    ]
+    path.write_text("bomb:\n" + "\n".join("  " + line for line in levels) + "\n")
+    with pytest.raises(ConfigError, match=r"bomb = \{'a0': \[.*\.\.\..*unknown key") as raised:
+        load_config(path)
+    assert len(str(raised.value)) < 2_000
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://127.0.0.1:99999/0", "redis://h:abc/0", "http://x", "redis://[::1/0"]
+)
+def test_a_malformed_redis_url_is_an_error_naming_it(tmp_path: Path, url: str) -> None:
+    """redis-py's URL parse raised ValueError, which came out as a traceback."""
+    path = tmp_path / "driftline.yaml"
+    path.write_text(yaml.safe_dump({"redis": {"url": url}}), encoding="utf-8")
+    result = CliRunner().invoke(main, ["baseline", "delete", "--config", str(path), "--model", "m"])
+    assert result.exit_code == 1 and f"redis.url = {url!r}: " in result.output, result.output
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["webhook", "--dev"], ["gate", "--dev"]])
+def test_ports_out_of_range_are_usage_errors(command: list[str]) -> None:
+    result = CliRunner().invoke(main, [*command, "--port", "70000"])
+    assert result.exit_code == 2 and "70000 is not in the range 0<=x<=65535" in result.output
