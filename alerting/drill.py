@@ -33,7 +33,7 @@ from alerting.webhook_receiver import PATH, SIGNATURE_HEADER, load_secrets, sign
 from driftline.alerting_config import AlertmanagerNotifierConfig, RuleConfig
 from driftline.config import Config, ConfigError
 
-__all__ = ["run_drill"]
+__all__ = ["post_json", "run_drill"]
 
 
 def _rule(config: Config, name: str | None) -> RuleConfig:
@@ -50,18 +50,21 @@ def _rule(config: Config, name: str | None) -> RuleConfig:
     )
 
 
-def _post(url: str, body: Any, headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:
+def post_json(url: str, body: Any, headers: dict[str, str], timeout_s: float) -> tuple[int, Any]:
+    """POST ``body`` as JSON: the status and the parsed answer (its text for an HTTP error);
+    ``ConnectionError`` when no answer comes."""
     data = json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method="POST", headers={"Content-Type": "application/json", **headers}
-    )
     try:
+        request = urllib.request.Request(
+            url, data=data, method="POST", headers={"Content-Type": "application/json", **headers}
+        )
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             text = response.read()
             return int(response.status), json.loads(text) if text else None
     except urllib.error.HTTPError as error:
         return int(error.code), error.read().decode(errors="replace")
-    except (urllib.error.URLError, OSError) as error:
+    # A malformed URL ("not a url", "http://[::1") is a ValueError.
+    except (urllib.error.URLError, OSError, ValueError) as error:
         raise ConnectionError(f"POST {url}: {error}") from None
 
 
@@ -154,7 +157,7 @@ def run_drill(
             headers["Authorization"] = f"Bearer {token.decode()}"
         elif secret is not None:
             headers[SIGNATURE_HEADER] = sign(secret, body)
-        status, answer = _post(url, payload, headers, timeout_s)
+        status, answer = post_json(url, payload, headers, timeout_s)
         if status != 200:
             raise ConnectionError(f"POST {url}: HTTP {status}: {answer}")
     elif via == "alertmanager":
@@ -171,7 +174,7 @@ def run_drill(
             "startsAt": rfc3339(starts_at_ms),
             "endsAt": rfc3339(starts_at_ms + round(timeout_s * 1000) + 60_000),
         }
-        status, answer = _post(alerts_url, [alert], {}, 10.0)
+        status, answer = post_json(alerts_url, [alert], {}, 10.0)
         if status != 200:
             raise ConnectionError(f"POST {alerts_url}: HTTP {status}: {answer}")
     else:
@@ -190,4 +193,4 @@ def run_drill(
     finally:
         if via == "alertmanager":
             ended = dict(alert, endsAt=rfc3339(time.time_ns() // 1_000_000))
-            _post(alerts_url, [ended], {}, 10.0)
+            post_json(alerts_url, [ended], {}, 10.0)

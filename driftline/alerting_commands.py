@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import shutil
 import subprocess
 import threading
@@ -175,6 +176,13 @@ def webhook(config_path: Path | None, host: str | None, port: int | None, dev: b
     executor.close()
 
 
+def _finite(parameter: click.Parameter, value: float) -> float:
+    """nan passes a FloatRange (it compares false with either bound)."""
+    if math.isnan(value):
+        raise click.BadParameter(f"{value} is not a number", param=parameter)
+    return value
+
+
 @click.command()
 @config_option
 @click.option("--rule", "rule_name", default=None, help="Rollback rule to drill (default: first).")
@@ -194,7 +202,14 @@ def webhook(config_path: Path | None, host: str | None, port: int | None, dev: b
 )
 @click.option("--alertmanager-url", default=None, help="Default: the alertmanager notifier's.")
 @click.option("--webhook-url", default=None, help="Default: from alerting.webhook.")
-@click.option("--timeout", "timeout_s", type=float, default=60.0, show_default=True)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(0, 86_400, min_open=True),
+    default=60.0,
+    show_default=True,
+    callback=lambda context, parameter, value: _finite(parameter, value),
+)
 def drill(
     config_path: Path | None,
     rule_name: str | None,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 from click.testing import CliRunner
 
+from alerting.drill import post_json
 from driftline.cli import main
 from driftline.config import Config, ConfigError, load_config, parse_config
 
@@ -104,3 +106,16 @@ def test_a_malformed_redis_url_is_an_error_naming_it(tmp_path: Path, url: str) -
 def test_ports_out_of_range_are_usage_errors(command: list[str]) -> None:
     result = CliRunner().invoke(main, [*command, "--port", "70000"])
     assert result.exit_code == 2 and "70000 is not in the range 0<=x<=65535" in result.output
+
+
+@pytest.mark.parametrize(("value", "message"), [("nan", "nan is not a number"), ("1e400", "inf")])
+def test_drill_timeouts_must_be_finite(value: str, message: str) -> None:
+    result = CliRunner().invoke(main, ["drill", "--timeout", value])
+    assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.parametrize("url", ["not a url", "http://[::1"])
+def test_a_malformed_drill_url_is_a_connection_error(url: str) -> None:
+    """urllib raised ValueError out of the drill; it reports it as it does an unreachable URL."""
+    with pytest.raises(ConnectionError, match=f"POST {re.escape(url)}: "):
+        post_json(url, {}, {}, timeout_s=1.0)
