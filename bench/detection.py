@@ -99,7 +99,7 @@ from river import drift as river_drift  # noqa: E402
 from alerting.drift_figures import DriftTransition  # noqa: E402
 from consumers.batching import BatchAssembler  # noqa: E402
 from consumers.kafka_consumer import binning_from_config  # noqa: E402
-from consumers.sequential_tracker import SequentialTracker  # noqa: E402
+from consumers.window_writer import WindowWriter  # noqa: E402
 from detectors.reference import Reference  # noqa: E402
 from detectors.reference_builder import ReferenceBuilder  # noqa: E402
 from detectors.sequential_detector import (  # noqa: E402
@@ -116,7 +116,6 @@ from detectors.stores.memory_store import MemoryWindowStore  # noqa: E402
 from detectors.window_update import (  # noqa: E402
     PartitionRange,
     WindowUpdate,
-    build_window_update,
     feature_metric,
 )
 from driftline.backtest import Backtest  # noqa: E402
@@ -1174,7 +1173,8 @@ def driftline_cost_per_event(config: Config, seed: int, events: int) -> dict[str
     def consumer_us(binner: Reference | None, sequential: bool = False) -> float:
         store = MemoryWindowStore(engine.layout, clock=lambda: now_ms)
         assembler = BatchAssembler(config, store, lambda model: binner)
-        tracker = SequentialTracker(store, SequentialPolicy()) if sequential else None
+        policy = SequentialPolicy() if sequential else None
+        writer = WindowWriter(store, binning, lambda model: binner, sequential=policy)
         best = math.inf
         for _ in range(3):
             begun = time.perf_counter()
@@ -1183,16 +1183,7 @@ def driftline_cost_per_event(config: Config, seed: int, events: int) -> dict[str
                 offsets = list(range(first, first + len(batch)))
                 assembled = assembler.assemble([0] * len(batch), offsets, batch, now_ms)
                 for model_batch in assembled.models.values():
-                    # As the consumer does (consumers/window_writer.py): the features' values
-                    # are read once for the binning and the sequential test.
-                    if tracker is None or binner is None:
-                        build_window_update(model_batch, engine.layout, binning, now_ms, binner)
-                        continue
-                    numeric_values = binner.numeric_values(model_batch.features)
-                    update = build_window_update(
-                        model_batch, engine.layout, binning, now_ms, binner, numeric_values
-                    )
-                    tracker.attach(update, model_batch, binner, numeric_values)
+                    writer.window_update(model_batch, now_ms)  # built, not applied
             best = min(best, time.perf_counter() - begun)
         return best / len(lines) * 1e6
 

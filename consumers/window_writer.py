@@ -78,7 +78,7 @@ class WindowWriter:
         """
         pending = [self._unapplied(batch) for batch in batches]
         pending = [batch for batch in pending if len(batch)]
-        updates = [self.applied.tell(self._update(batch, now_ms)) for batch in pending]
+        updates = [self.applied.tell(self.window_update(batch, now_ms)) for batch in pending]
         applied = 0
         for batch, update, result in zip(
             pending, updates, self.store.apply_many(updates), strict=True
@@ -95,10 +95,11 @@ class WindowWriter:
             batch = self._unapplied(batch)
             if len(batch) == 0:
                 return 0
-            if self._apply(self._update(batch, now_ms)):
+            if self._apply(self.window_update(batch, now_ms)):
                 return len(batch)
 
-    def _update(self, batch: ModelBatch, now_ms: int) -> WindowUpdate:
+    def window_update(self, batch: ModelBatch, now_ms: int) -> WindowUpdate:
+        """``batch``'s window update, with its sequential states and alarms; not yet applied."""
         binner = self.feature_binner_for(batch.model)
         if (
             self.sequential is None
