@@ -176,7 +176,7 @@ def webhook(config_path: Path | None, host: str | None, port: int | None, dev: b
     executor.close()
 
 
-def _finite(parameter: click.Parameter, value: float) -> float:
+def _finite(context: click.Context, parameter: click.Parameter, value: float) -> float:
     """nan passes a FloatRange (it compares false with either bound)."""
     if math.isnan(value):
         raise click.BadParameter(f"{value} is not a number", param=parameter)
@@ -208,7 +208,7 @@ def _finite(parameter: click.Parameter, value: float) -> float:
     type=click.FloatRange(0, 86_400, min_open=True),
     default=60.0,
     show_default=True,
-    callback=lambda context, parameter, value: _finite(parameter, value),
+    callback=_finite,
 )
 def drill(
     config_path: Path | None,
