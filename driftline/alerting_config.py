@@ -20,9 +20,7 @@ from typing import Annotated, Any, Literal, Self
 
 import pydantic
 from pydantic import (
-    BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
@@ -31,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from driftline.strict_config import TEN_YEARS_SECONDS, StrictConfig
 
 __all__ = [
     "ALERT_STATES",
@@ -60,7 +60,6 @@ INSTANCE_LABELS = ("model", "version", "deployment", "segment", "feature")
 # Labels the alert itself sets; a rule's extra ``labels`` may not override them.
 RESERVED_LABELS = frozenset({"alertname", "severity", "action", *INSTANCE_LABELS, "window"})
 
-MAXIMUM_DURATION_SECONDS = 10 * 365 * 86_400
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -88,10 +87,9 @@ def parse_duration(value: object) -> float:
             seconds = sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
     else:
         raise ValueError("a duration is seconds or a string like '5m'")
-    if not 0 <= seconds <= MAXIMUM_DURATION_SECONDS:  # also refuses nan
+    if not 0 <= seconds <= TEN_YEARS_SECONDS:  # also refuses nan
         raise ValueError(
-            f"a duration must be 0 to {MAXIMUM_DURATION_SECONDS:,} seconds (ten years), "
-            f"got {value!r}"
+            f"a duration must be 0 to {TEN_YEARS_SECONDS:,} seconds (ten years), got {value!r}"
         )
     return seconds
 
@@ -128,14 +126,7 @@ def template_fields(template: str) -> list[tuple[str, str]]:
     return fields
 
 
-class _Strict(BaseModel):
-    # Same policy as driftline.config: a typo must not silently disable an alert.
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
-    )
-
-
-class RelativeThreshold(_Strict):
+class RelativeThreshold(StrictConfig):
     """Compare a series with a reference series instead of (only) a constant.
 
     The reference is the series with the same labels except those in ``reference`` (which set
@@ -167,7 +158,7 @@ class RelativeThreshold(_Strict):
         return self
 
 
-class RuleConfig(_Strict):
+class RuleConfig(StrictConfig):
     """One alert rule (see docs/alerting.md for the reference and examples)."""
 
     name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
@@ -274,7 +265,7 @@ def _states(*states: AlertState) -> list[AlertState]:
     return list(states)
 
 
-class AlertmanagerNotifierConfig(_Strict):
+class AlertmanagerNotifierConfig(StrictConfig):
     """Alertmanager's v2 API (``POST /api/v2/alerts``); firing alerts are re-sent periodically."""
 
     type: Literal["alertmanager"]
@@ -283,7 +274,7 @@ class AlertmanagerNotifierConfig(_Strict):
     timeout_seconds: float = Field(5.0, gt=0, le=60)
 
 
-class WebhookNotifierConfig(_Strict):
+class WebhookNotifierConfig(StrictConfig):
     """A generic JSON POST per alert transition."""
 
     type: Literal["webhook"]
@@ -294,7 +285,7 @@ class WebhookNotifierConfig(_Strict):
     timeout_seconds: float = Field(5.0, gt=0, le=60)
 
 
-class LogNotifierConfig(_Strict):
+class LogNotifierConfig(StrictConfig):
     """One log line per alert transition."""
 
     type: Literal["log"]
@@ -310,7 +301,7 @@ NotifierConfig = Annotated[
 # --------------------------------------------------------------------------------- rollback
 
 
-class WebhookActionConfig(_Strict):
+class WebhookActionConfig(StrictConfig):
     """POST a JSON rollback order (model, from/to version, rule, the numbers, the runbook)."""
 
     type: Literal["webhook"]
@@ -320,7 +311,7 @@ class WebhookActionConfig(_Strict):
     timeout_seconds: float = Field(5.0, gt=0, le=60)
 
 
-class KafkaControlActionConfig(_Strict):
+class KafkaControlActionConfig(StrictConfig):
     """A rollback command on the control topic (``topics.control`` unless ``topic`` is set)."""
 
     type: Literal["kafka_control"]
@@ -328,14 +319,14 @@ class KafkaControlActionConfig(_Strict):
     timeout_seconds: float = Field(10.0, gt=0, le=120)
 
 
-class RedisKeyActionConfig(_Strict):
+class RedisKeyActionConfig(StrictConfig):
     """SET a Redis key (``{model}`` is replaced) to the version services should serve."""
 
     type: Literal["redis_key"]
     key: str = "driftline:active-version:{model}"
 
 
-class ArgoRolloutsActionConfig(_Strict):
+class ArgoRolloutsActionConfig(StrictConfig):
     """Abort the model's Argo Rollout: merge-patch ``{"status":{"abort":true}}`` on its status.
 
     The defaults are the in-cluster service account's API address, token and CA.
@@ -360,7 +351,7 @@ RollbackActionConfig = Annotated[
 ]
 
 
-class RollbackConfig(_Strict):
+class RollbackConfig(StrictConfig):
     """When and how a firing ``action: rollback`` alert rolls a model back."""
 
     dry_run: bool = Field(
@@ -375,7 +366,7 @@ class RollbackConfig(_Strict):
     actions: list[RollbackActionConfig] = Field(default_factory=list)
 
 
-class WebhookReceiverConfig(_Strict):
+class WebhookReceiverConfig(StrictConfig):
     """``driftline webhook``: Alertmanager's webhook (payload version 4) on ``/v1/alertmanager``.
 
     Secrets come from the environment or a file, never from the config itself. Without any, the
@@ -392,7 +383,7 @@ class WebhookReceiverConfig(_Strict):
     dedup_ttl_seconds: int = Field(7 * 86400, ge=60)
 
 
-class EngineConfig(_Strict):
+class EngineConfig(StrictConfig):
     enabled: bool = Field(True, description="Evaluate the rules inside `driftline evaluate`.")
     rollback: bool = Field(True, description="The engine runs rollbacks itself.")
 
@@ -401,7 +392,7 @@ def _log_only() -> list[NotifierConfig]:
     return [LogNotifierConfig(type="log")]
 
 
-class AlertingConfig(_Strict):
+class AlertingConfig(StrictConfig):
     engine: EngineConfig = EngineConfig()
     notifiers: list[NotifierConfig] = Field(default_factory=lambda: _log_only())
     rollback: RollbackConfig = RollbackConfig()

@@ -17,12 +17,13 @@ from typing import Any, Self
 
 import pydantic
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from driftline.alerting_config import AlertingConfig, RuleList
 from driftline.drift_config import DriftConfig
 from driftline.quality_config import ModelLabelsConfig, QualityConfig
 from driftline.rollout_config import RolloutConfig
+from driftline.strict_config import StrictConfig
 
 __all__ = [
     "Config",
@@ -47,13 +48,7 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names every bad key and value."""
 
 
-class _Strict(BaseModel):
-    # Typos in a monitoring config silently disable monitoring, so unknown keys are errors; and
-    # inf or nan would pass a bound like gt=0 and fail far from the config, so numbers are finite.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class KafkaConfig(_Strict):
+class KafkaConfig(StrictConfig):
     bootstrap_servers: str = "127.0.0.1:19092"
     group_id: str = "driftline"
     client: dict[str, str | int | float | bool] = Field(
@@ -68,7 +63,7 @@ class KafkaConfig(_Strict):
     )
 
 
-class RedisConfig(_Strict):
+class RedisConfig(StrictConfig):
     url: str = "redis://127.0.0.1:16379/0"
     key_prefix: str = Field("dl", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     username: str | None = None
@@ -77,14 +72,14 @@ class RedisConfig(_Strict):
     ssl_ca_certs: str | None = None
 
 
-class TopicsConfig(_Strict):
+class TopicsConfig(StrictConfig):
     events: str = "driftline.events"
     labels: str = "driftline.labels"
     dead_letter: str = "driftline.dead-letter"
     control: str = "driftline.control"
 
 
-class WindowsConfig(_Strict):
+class WindowsConfig(StrictConfig):
     """Time buckets and the sliding windows built from them (all in seconds)."""
 
     bucket_seconds: int = Field(10, ge=1, le=3600)
@@ -113,7 +108,7 @@ class WindowsConfig(_Strict):
         return self
 
 
-class ConsumerConfig(_Strict):
+class ConsumerConfig(StrictConfig):
     batch_size: int = Field(5000, ge=1, le=1_000_000)
     poll_timeout_seconds: float = Field(0.5, gt=0, le=60)
     max_event_bytes: int = Field(64 * 1024, ge=256)
@@ -127,7 +122,7 @@ class ConsumerConfig(_Strict):
     )
 
 
-class EvaluatorConfig(_Strict):
+class EvaluatorConfig(StrictConfig):
     tick_seconds: float = Field(5.0, gt=0, le=3600)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(18000, ge=0, le=65535)
@@ -141,7 +136,7 @@ class EvaluatorConfig(_Strict):
     )
 
 
-class MonitoringConfig(_Strict):
+class MonitoringConfig(StrictConfig):
     low_confidence_threshold: float = Field(0.5, ge=0, le=1)
     latency_relative_accuracy: float = Field(0.01, gt=0, lt=0.5)
     confidence_bins: int = Field(20, ge=2, le=1000)
@@ -156,14 +151,14 @@ class FeatureType(enum.StrEnum):
     CATEGORICAL = "categorical"
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictConfig):
     features: dict[str, FeatureType] = Field(default_factory=dict)
     segments: list[str] = Field(default_factory=list, max_length=8)
     stable_version: str | None = None
     labels: ModelLabelsConfig | None = None
 
 
-class Config(_Strict):
+class Config(StrictConfig):
     kafka: KafkaConfig = KafkaConfig()
     redis: RedisConfig = RedisConfig()
     topics: TopicsConfig = TopicsConfig()

@@ -27,7 +27,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from driftline.strict_config import StrictConfig
 
 if TYPE_CHECKING:
     from detectors.sequential_detector import SequentialPolicy
@@ -45,11 +47,7 @@ StatisticName = Literal[
 ]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-class DriftModelConfig(_Strict):
+class DriftModelConfig(StrictConfig):
     """Per-model settings under ``drift.models.<model>``."""
 
     per_feature_thresholds: dict[str, float] = Field(
@@ -59,7 +57,7 @@ class DriftModelConfig(_Strict):
     )
 
 
-class SequentialConfig(_Strict):
+class SequentialConfig(StrictConfig):
     """``drift.sequential``: the per-value test beside the windows
     (``detectors.sequential_detector``)."""
 
@@ -90,7 +88,7 @@ class SequentialConfig(_Strict):
     )
 
 
-class DriftConfig(_Strict):
+class DriftConfig(StrictConfig):
     statistic: StatisticName = "chi_square_p_value"
     threshold: float | None = Field(
         None, description="Threshold of a distance statistic; must stay unset for a p-value."

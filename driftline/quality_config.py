@@ -24,7 +24,9 @@ from __future__ import annotations
 import enum
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from driftline.strict_config import TEN_YEARS_SECONDS, StrictConfig
 
 __all__ = [
     "LabelKind",
@@ -35,19 +37,12 @@ __all__ = [
 ]
 
 
-TEN_YEARS_SECONDS = 10 * 365 * 86_400
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
 class LabelKind(enum.StrEnum):
     CLASSIFICATION = "classification"
     REGRESSION = "regression"
 
 
-class ModelLabelsConfig(_Strict):
+class ModelLabelsConfig(StrictConfig):
     """``models.<model>.labels``: how this model's labels are joined and judged."""
 
     kind: LabelKind = LabelKind.CLASSIFICATION
@@ -109,7 +104,7 @@ QualityFigure = Literal[
 _CLASS_FIGURES = {"precision", "recall", "f1", "estimated_precision"}
 
 
-class QualityThreshold(_Strict):
+class QualityThreshold(StrictConfig):
     """A line ``backtest --labels`` reports crossings of (``{"kind": "quality", ...}``)."""
 
     figure: QualityFigure
@@ -138,7 +133,7 @@ class QualityThreshold(_Strict):
         return value > self.above
 
 
-class QualityConfig(_Strict):
+class QualityConfig(StrictConfig):
     """The top-level ``quality:`` section."""
 
     minimum_labelled: int = Field(

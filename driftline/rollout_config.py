@@ -24,9 +24,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from driftline.alerting_config import parse_duration
+from driftline.strict_config import StrictConfig
 
 __all__ = [
     "PROPORTION_FIGURES",
@@ -71,13 +72,7 @@ _TOLERANCE_OF = {
 _TOLERANCES = ("max_drop", "max_rise", "max_ratio", "min_value")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
-    )
-
-
-class RolloutCheck(_Strict):
+class RolloutCheck(StrictConfig):
     """One comparison of the candidate with the baseline; a regression rolls the candidate back.
 
     * ``accuracy``, ``precision``, ``recall`` (labels; ``class`` for the last two): ``max_drop``,
@@ -124,7 +119,7 @@ class RolloutCheck(_Strict):
         return f"{self.figure}{suffix}"
 
 
-class RolloutStep(_Strict):
+class RolloutStep(StrictConfig):
     """Evidence a named step needs (``step=`` of the verdict request), instead of the policy's."""
 
     minimum_events: int | None = Field(None, ge=1)
@@ -141,7 +136,7 @@ def _default_checks() -> list[RolloutCheck]:
     ]
 
 
-class RolloutPolicy(_Strict):
+class RolloutPolicy(StrictConfig):
     """``rollout.models.<model>``: what a step of this model's rollouts needs, and what fails it."""
 
     window: Literal["short", "long"] = Field(
@@ -201,7 +196,7 @@ class Minimums:
     pairs: int
 
 
-class RolloutConfig(_Strict):
+class RolloutConfig(StrictConfig):
     """The top-level ``rollout:`` section: the gate's listener and each model's policy.
 
     The gate authenticates like the webhook receiver, with the same secrets
