@@ -204,12 +204,50 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     except UnicodeDecodeError as error:
         raise ConfigError(f"{source}: not UTF-8: {error}") from None
     try:
-        data = yaml.safe_load(text)
+        data = _UniqueKeyLoader.read(text, source)
     except (yaml.YAMLError, RecursionError) as error:
         raise ConfigError(f"{source}: not valid YAML: {error}") from None
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
     return parse_config(data, source=source)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping.
+
+    YAML keeps the last of two equal keys, so a second ``rules:`` further down a long file would
+    silently drop every rule of the first. Keys brought in by a merge (``<<: *defaults``) may
+    still be overridden: that is what merging is for.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                continue  # an unhashable key is refused by the base class with its own message
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"found the key {key!r} twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+    @classmethod
+    def read(cls, text: str, source: str) -> Any:
+        """The document in ``text``; its errors' marks name ``source``, not "<unicode string>"."""
+        loader = cls(text)
+        loader.name = source
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _key_part(part: str | int) -> str:

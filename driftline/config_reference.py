@@ -239,7 +239,8 @@ pydantic model in driftline/config.py; tests/unit/test_config_reference.py fails
 Do not edit by hand. -->
 
 One YAML file, passed to every command as `--config`. Every key has a default except where it
-says `required`; unknown keys are errors, and every error names the key and the bad value.
+says `required`; unknown keys, a key given twice in one mapping, and numbers that are not finite
+are errors, and every error names the key and the bad value (or the line, for a key given twice).
 `<name>` stands for a name you choose (a model, a feature); `[]` for an item of a list;
 `[type=...]` for the kind of item a list of kinds holds. Durations (`for`, `keep_firing_for`)
 take seconds or strings like `90s`, `5m`, `1h30m`. Deeper explanations: docs/alerting.md (rules,

@@ -91,6 +91,28 @@ def test_yaml_file_errors(tmp_path: Path) -> None:
     assert len(str(raised.value)) < 2_000
 
 
+def test_a_key_given_twice_is_an_error_naming_it_and_its_line(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a second ``rules:`` silently dropped the first's."""
+    path = tmp_path / "twice.yaml"
+    path.write_text(
+        "rules:\n"
+        "  - {name: slow, metric: driftline_latency_seconds, comparison: '>', threshold: 0.2}\n"
+        "windows: {short_seconds: 300}\n"
+        "rules: []\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError, match=r"found the key 'rules' twice") as raised:
+        load_config(path)
+    assert f'in "{path}", line 4' in str(raised.value)
+    path.write_text("models:\n  m:\n    features: {a: numeric, a: categorical}\n")
+    with pytest.raises(ConfigError, match=r"found the key 'a' twice"):
+        load_config(path)
+    # A merge's keys may be overridden: that is what a merge is for.
+    path.write_text("base: &base {short_seconds: 300}\nwindows: {<<: *base, short_seconds: 600}\n")
+    with pytest.raises(ConfigError, match=r"^\S+: 1 invalid setting\(s\)\n  base = "):
+        load_config(path)
+
+
 @pytest.mark.parametrize(
     "url", ["redis://127.0.0.1:99999/0", "redis://h:abc/0", "http://x", "redis://[::1/0"]
 )
