@@ -124,6 +124,8 @@ class AlertingStep:
                 snapshot.add(names.ROLLBACK_DECISIONS_TOTAL, (model, rule, decision), count)
             for outcome, count in sorted(self.ledger.webhook_counts().items()):
                 snapshot.add(names.WEBHOOK_ALERTS_TOTAL, (outcome,), count)
+            for status, count in sorted(self.ledger.webhook_refusals().items()):
+                snapshot.add(names.WEBHOOK_REQUESTS_REFUSED_TOTAL, (str(status),), count)
         except redis.RedisError as error:  # alert states still go out; counters come back later
             log.warning("alerting ledger unavailable this tick: %s", error)
         for notifier, count in sorted(self.notification_failures.items()):

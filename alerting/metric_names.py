@@ -132,6 +132,13 @@ WEBHOOK_ALERTS_TOTAL = _metric(
     "Alerts the Alertmanager webhook receiver accepted, by outcome, all receivers.",
     ("outcome",),
 )
+WEBHOOK_REQUESTS_REFUSED_TOTAL = _metric(
+    "driftline_webhook_requests_refused_total",
+    "counter",
+    "Requests the Alertmanager webhook receiver refused, by HTTP status (401: wrong credentials,"
+    " so rollback alerts are not reaching it), all receivers.",
+    ("status",),
+)
 NOTIFICATIONS_FAILED_TOTAL = _metric(
     "driftline_alert_notifications_failed_total",
     "counter",
@@ -428,6 +435,7 @@ CATALOGUE: tuple[MetricName, ...] = (
     ALERT_VALUE,
     ROLLBACK_DECISIONS_TOTAL,
     WEBHOOK_ALERTS_TOTAL,
+    WEBHOOK_REQUESTS_REFUSED_TOTAL,
     NOTIFICATIONS_FAILED_TOTAL,
     *QUALITY_METRICS,
 )

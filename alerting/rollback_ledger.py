@@ -89,6 +89,9 @@ class AlertingKeys:
     def webhook_outcomes(self) -> str:
         return f"{self.prefix}:{{alerting}}:webhook-outcomes"
 
+    def webhook_refusals(self) -> str:
+        return f"{self.prefix}:{{alerting}}:webhook-refusals"
+
     def engine_state(self) -> str:
         return f"{self.prefix}:{{alerting}}:engine-state"
 
@@ -216,6 +219,14 @@ class RollbackLedger(abc.ABC):
     def webhook_counts(self) -> dict[str, int]:
         """Alerts the webhook receivers handled, by outcome."""
 
+    @abc.abstractmethod
+    def count_webhook_refusal(self, status: int) -> None:
+        """Count one request a webhook receiver refused, by HTTP status."""
+
+    @abc.abstractmethod
+    def webhook_refusals(self) -> dict[int, int]:
+        """Requests the webhook receivers refused, by HTTP status."""
+
 
 def _flatten(entry: Mapping[str, Any]) -> dict[str, str]:
     flat = {}
@@ -331,6 +342,13 @@ class RedisRollbackLedger(RollbackLedger):
         stored = self.client.hgetall(self.keys.webhook_outcomes())
         return {str(outcome): int(count) for outcome, count in stored.items()}
 
+    def count_webhook_refusal(self, status: int) -> None:
+        self.client.hincrby(self.keys.webhook_refusals(), str(status), 1)
+
+    def webhook_refusals(self) -> dict[int, int]:
+        stored = self.client.hgetall(self.keys.webhook_refusals())
+        return {int(status): int(count) for status, count in stored.items()}
+
 
 def _verdict(value: object) -> Verdict:
     text = value.decode() if isinstance(value, bytes) else str(value)
@@ -352,6 +370,7 @@ class MemoryRollbackLedger(RollbackLedger):
         self._decisions: dict[tuple[str, str, str], int] = defaultdict(int)
         self._deliveries: set[tuple[str, str]] = set()
         self._webhook: dict[str, int] = defaultdict(int)
+        self._webhook_refusals: dict[int, int] = defaultdict(int)
         self._claims: dict[tuple[str, str, str], int] = {}
         self._actions_done: dict[tuple[str, str, str], set[str]] = defaultdict(set)
 
@@ -450,3 +469,11 @@ class MemoryRollbackLedger(RollbackLedger):
     def webhook_counts(self) -> dict[str, int]:
         with self._lock:
             return dict(self._webhook)
+
+    def count_webhook_refusal(self, status: int) -> None:
+        with self._lock:
+            self._webhook_refusals[status] += 1
+
+    def webhook_refusals(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._webhook_refusals)

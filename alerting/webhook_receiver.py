@@ -1,7 +1,8 @@
 """The Alertmanager webhook receiver: ``POST /v1/alertmanager`` (webhook payload version 4).
 
 Alertmanager routes alerts labelled ``action="rollback"`` here (``deploy/alertmanager/``). Each
-request goes through, in order, and stops at the first failure without changing anything:
+request goes through, in order, and stops at the first failure without changing anything but a
+count of refusals by status (``driftline_webhook_requests_refused_total``):
 
 1. method (405 but for GET and POST), path (404), ``Content-Length`` present (411) and within
    ``max_body_bytes`` (413, the body is not read);
@@ -26,13 +27,13 @@ import hmac
 import logging
 import math
 import os
-import threading
 from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
 from typing import Any, Literal
 
 import pydantic
+import redis
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerting.json_http import JsonRequestHandler, json_body
@@ -170,15 +171,17 @@ class WebhookReceiver:
         self.token = token
         self.hmac_secret = hmac_secret
         self.rules = {rule.name: rule for rule in config.rules}
-        self.rejected: dict[int, int] = {}  # status -> count, in process only (no side effects)
-        self._lock = threading.Lock()
 
     def authenticated(self, headers: Mapping[str, str], body: bytes) -> bool:
         return authenticated(headers, body, self.token, self.hmac_secret)
 
-    def reject(self, status: int) -> None:
-        with self._lock:
-            self.rejected[status] = self.rejected.get(status, 0) + 1
+    def count_refusal(self, status: HTTPStatus) -> None:
+        """Count a refused request where the evaluator exports it: a wrong token in
+        Alertmanager's config shows as 401s there, not as rollbacks that never happen."""
+        try:
+            self.ledger.count_webhook_refusal(status.value)
+        except redis.RedisError as error:  # the refusal stands; only its count is lost
+            log.warning("webhook: cannot count a %d refusal: %s", status.value, error)
 
     def parse(self, body: bytes) -> AlertmanagerPayload:
         try:
@@ -273,7 +276,7 @@ class _Handler(JsonRequestHandler):
     log_name = "webhook"
 
     def count_refusal(self, status: HTTPStatus) -> None:
-        self.server.receiver.reject(status.value)
+        self.server.receiver.count_refusal(status)
 
     def do_GET(self) -> None:
         if self.path == "/-/healthy":

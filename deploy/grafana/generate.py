@@ -853,12 +853,17 @@ def operations() -> Panel:
             width=8,
         ),
         timeseries(
-            "Webhook receiver: alerts by outcome",
+            "Webhook receiver: alerts by outcome, requests refused",
             [
                 (
                     f"sum by (outcome) (increase(driftline_webhook_alerts_total{{{job}}}[{RATE}]))",
                     "{{outcome}}",
-                )
+                ),
+                (
+                    "sum by (status) "
+                    f"(increase(driftline_webhook_requests_refused_total{{{job}}}[{RATE}]))",
+                    "refused {{status}}",
+                ),
             ],
             width=8,
         ),

@@ -7,16 +7,20 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 
 from alerting.rollback_actions import build_actions
 from alerting.rollback_executor import RollbackExecutor
 from alerting.rollback_ledger import AlertingKeys, RedisRollbackLedger
 from alerting.webhook_receiver import PATH, WebhookReceiver, serve, sign
+from driftline.cli import main
 from driftline.config import Config, ConfigError
+from tests.conftest import write_config
 from tests.recording_server import RecordingServer, recording_server
 
 TOKEN = b"s3cret-token"
@@ -30,6 +34,7 @@ class Receiver:
     actions: RecordingServer
     client: redis.Redis
     prefix: str
+    config: Config
 
     def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -41,8 +46,14 @@ class Receiver:
             connection.close()
 
     def state(self) -> tuple[int, list[str], int]:
-        """What a request may change: audit entries, alerting keys, rollback orders sent."""
-        keys = sorted(self.client.scan_iter(match=f"{self.prefix}:*", count=1000))
+        """What a request may change: audit entries, alerting keys, rollback orders sent (all
+        but the count of refusals, which every refusal adds to)."""
+        refusals = self.ledger.keys.webhook_refusals()
+        keys = sorted(
+            key
+            for key in self.client.scan_iter(match=f"{self.prefix}:*", count=1000)
+            if key != refusals
+        )
         return len(self.ledger.audit_entries()), keys, len(self.actions.requests)
 
 
@@ -86,6 +97,7 @@ def receiver(stack_config: Callable[..., Config], redis_client: redis.Redis) -> 
                 actions,
                 redis_client,
                 config.redis.key_prefix,
+                config,
             )
         finally:
             server.shutdown()
@@ -170,6 +182,24 @@ def test_refused_requests_change_nothing(
     assert answer_status == status
     assert "error" in answer
     assert receiver.state() == before == (0, [], 0)
+    assert receiver.ledger.webhook_refusals() == {status: 1}
+
+
+def test_refusals_are_counted_on_the_evaluators_metrics(receiver: Receiver, tmp_path: Path) -> None:
+    """A wrong token in Alertmanager's config shows as 401s, not as rollbacks that never come."""
+    for token in (b"wrong", b"also-wrong"):
+        receiver.post(json.dumps(_payload()).encode(), _bearer(token))
+    receiver.post(b"{not json", _bearer())
+    config_path = write_config(receiver.config, tmp_path)
+    result = CliRunner().invoke(main, ["evaluate", "--once", "--config", str(config_path)])
+    assert result.exit_code == 0, result.output
+    samples = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    refused = {
+        sample["labels"]["status"]: sample["value"]
+        for sample in samples
+        if sample["metric"] == "driftline_webhook_requests_refused_total"
+    }
+    assert refused == {"401": 2, "400": 1}
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE", "HEAD"])
@@ -184,6 +214,7 @@ def test_other_methods_are_not_allowed(receiver: Receiver, method: str) -> None:
     assert (response.status, response.getheader("Allow")) == (405, "GET, POST")
     assert body == b"" if method == "HEAD" else json.loads(body)["error"].startswith("method")
     assert receiver.state() == (0, [], 0)
+    assert receiver.ledger.webhook_refusals() == {405: 1}
 
 
 def test_firing_alert_acts_once_however_often_it_is_sent(receiver: Receiver) -> None:
@@ -213,6 +244,7 @@ def test_firing_alert_acts_once_however_often_it_is_sent(receiver: Receiver) -> 
     [entry] = receiver.ledger.audit_entries()
     assert entry["decision"] == "executed" and entry["source"] == "alertmanager"
     assert receiver.ledger.webhook_counts() == {"handled": 1, "duplicate": 3}
+    assert receiver.ledger.webhook_refusals() == {}
 
     resolved = json.dumps(_payload("resolved")).encode()
     status, answer = receiver.post(resolved, _bearer())
