@@ -27,6 +27,7 @@ import hmac
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from http.server import ThreadingHTTPServer
@@ -115,17 +116,29 @@ def authenticated(
 
 def _read_secret(env: str | None, path: str | None, what: str) -> bytes | None:
     if path is not None:
+        source = f"alerting.webhook.{what}_file = {path!r}"
         try:
             with open(path, "rb") as handle:
                 secret = handle.read().strip()
         except OSError as error:
-            raise ConfigError(f"alerting.webhook.{what}_file = {path!r}: {error}") from None
+            raise ConfigError(f"{source}: {error}") from None
         if not secret:
-            raise ConfigError(f"alerting.webhook.{what}_file = {path!r}: the file is empty")
-        return secret
-    if env is not None and os.environ.get(env):
-        return os.environ[env].encode()
-    return None
+            raise ConfigError(f"{source}: the file is empty")
+    elif env is not None and os.environ.get(env):
+        source = f"alerting.webhook.{what}_env = {env!r}"
+        secret = os.environ[env].encode("utf-8", "surrogateescape")  # as the bytes were given
+    else:
+        return None
+    if what == "token" and not _VISIBLE_ASCII.fullmatch(secret):
+        # http.server reads headers as Latin-1, so a token of other bytes could never match.
+        raise ConfigError(
+            f"{source}: a bearer token must be visible ASCII characters (it is sent in an HTTP "
+            "header), with no spaces"
+        )
+    return secret
+
+
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]+")
 
 
 def load_secrets(settings: WebhookReceiverConfig) -> tuple[bytes | None, bytes | None]:

@@ -8,8 +8,9 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -27,11 +28,37 @@ def _setup_logging(level: str) -> None:
     )
 
 
-def _config(path: Path | None) -> Config:
+def _config(path: Path | None, *, kafka_clients: bool = False) -> Config:
+    """The command's config, or a ClickException naming the bad keys.
+
+    A command that builds Kafka clients passes ``kafka_clients``: its librdkafka settings are then
+    checked here, so a refused one stops it before it starts anything, whichever client would
+    have met it first. Other commands skip the check: a production config's certificate paths
+    need not exist where ``rules export`` or ``backtest`` run.
+    """
+    from consumers.kafka_settings import check_kafka_settings
+
     try:
-        return load_config(path)
+        config = load_config(path)
+        if kafka_clients:
+            check_kafka_settings(config.kafka)
     except ConfigError as error:
         raise click.ClickException(str(error)) from None
+    return config
+
+
+_Server = TypeVar("_Server")
+
+
+def listening(host: str, port: int, bind: Callable[[], _Server]) -> _Server:
+    """``bind()``'s server; a port in use or a host that does not resolve is an error naming the
+    address, not a traceback."""
+    try:
+        return bind()
+    except OSError as error:  # socket.gaierror, for a host, is one too
+        address = f"[{host}]" if ":" in host else host
+        reason = error.strerror or str(error)
+        raise click.ClickException(f"cannot listen on {address}:{port}: {reason}") from None
 
 
 def open_store(config: Config) -> Any:
@@ -115,7 +142,7 @@ def consume(config_path: Path | None, runtime: str, exit_when_idle: float | None
     """Consume the events topic into the Redis windows (exactly once)."""
     from consumers.kafka_consumer import EventConsumer
 
-    config = _config(config_path)
+    config = _config(config_path, kafka_clients=True)
     store = open_store(config)
     binner_for = reference_cache(config, store).binner_for
     if runtime == "faust":
@@ -154,7 +181,7 @@ def evaluate(config_path: Path | None, port: int | None, once: bool) -> None:
     from alerting.evaluator import Evaluator
     from alerting.snapshot import SnapshotCollector
 
-    config = _config(config_path)
+    config = _config(config_path, kafka_clients=True)
     store = open_store(config)
     collector = SnapshotCollector()
     lag_reader = ConsumerLagReader(
@@ -210,7 +237,13 @@ def evaluate(config_path: Path | None, port: int | None, once: bool) -> None:
     registry = CollectorRegistry()
     registry.register(collector)
     listen_port = config.evaluator.metrics_port if port is None else port
-    start_http_server(listen_port, addr=config.evaluator.metrics_host, registry=registry)
+    listening(
+        config.evaluator.metrics_host,
+        listen_port,
+        lambda: start_http_server(
+            listen_port, addr=config.evaluator.metrics_host, registry=registry
+        ),
+    )
     log.info("serving /metrics on %s:%d", config.evaluator.metrics_host, listen_port)
     stop = threading.Event()
     _stop_on_signals(stop.set)
@@ -253,7 +286,7 @@ def demo(
     from driftline.demo import run_demo
 
     rolled_back = run_demo(
-        _config(config_path),
+        _config(config_path, kafka_clients=True),
         seconds=seconds,
         rate_per_s=rate,
         traffic_only=traffic_only,

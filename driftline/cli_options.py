@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ __all__ = [
     "each_file_once",
     "event_files_argument",
     "exit_when_idle_option",
+    "finite",
     "runtime_option",
     "unreadable",
 ]
@@ -32,9 +34,21 @@ runtime_option = click.option(
     help="Consumer runtime: confluent-kafka, or a faust-streaming app (docs/runtimes.md).",
 )
 
+
+def finite(context: click.Context, parameter: click.Parameter, value: float | None) -> float | None:
+    """Refuse nan and inf: nan passes a FloatRange (it compares false with either bound), inf one
+    without an upper bound, and either would make a wait endless or break the arithmetic of a
+    deadline."""
+    if value is not None and not math.isfinite(value):
+        problem = "is not a number" if math.isnan(value) else "is not a finite number"
+        raise click.BadParameter(f"{value} {problem}", param=parameter)
+    return value
+
+
 exit_when_idle_option = click.option(
     "--exit-when-idle",
-    type=float,
+    type=click.FloatRange(min=0),
+    callback=finite,
     default=None,
     metavar="SECONDS",
     help="Exit after this many seconds without a message (batch jobs, tests).",

@@ -49,11 +49,15 @@ class ConfigError(ValueError):
 
 
 class KafkaConfig(StrictConfig):
-    bootstrap_servers: str = "127.0.0.1:19092"
-    group_id: str = "driftline"
+    bootstrap_servers: str = Field("127.0.0.1:19092", min_length=1)
+    # An empty group aborts the process inside librdkafka (a failed assertion, no exception).
+    group_id: str = Field("driftline", min_length=1)
     client: dict[str, str | int | float | bool] = Field(
         default_factory=dict,
-        description="librdkafka settings for every client, passed through (SASL, TLS, ...).",
+        description=(
+            "librdkafka settings for every client, passed through (SASL, TLS, ...); commands that"
+            " build Kafka clients check all three mappings at start and name a refused setting."
+        ),
     )
     consumer: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="librdkafka settings for consumers only."

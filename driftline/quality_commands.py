@@ -34,7 +34,7 @@ def consume_labels(config_path: Path | None, runtime: str, exit_when_idle: float
     from driftline.cli import _config, _stop_on_signals, open_store
     from driftline.config import ConfigError
 
-    config = _config(config_path)
+    config = _config(config_path, kafka_clients=True)
     store = open_store(config)
     if runtime == "faust":
         from consumers.faust_app import CompressionUnsupported, FaustEventConsumer

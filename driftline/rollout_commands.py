@@ -103,7 +103,7 @@ def gate(config_path: Path | None, host: str | None, port: int | None, dev: bool
     """Serve the rollout gate: GET /v1/verdict (Argo Rollouts) and POST /v1/flagger/<hook>."""
     from alerting.rollout_gate_server import VERDICT_PATH, serve_gate
     from alerting.webhook_receiver import load_secrets
-    from driftline.cli import _stop_on_signals
+    from driftline.cli import _stop_on_signals, listening
 
     config, rollout_gate = _gate(config_path)
     try:
@@ -119,13 +119,19 @@ def gate(config_path: Path | None, host: str | None, port: int | None, dev: bool
             )
         log.warning("gate: --dev and no secret: accepting UNAUTHENTICATED requests")
     settings = config.rollout
-    server = serve_gate(
-        rollout_gate,
-        host or settings.host,
-        settings.port if port is None else port,
-        token=token,
-        hmac_secret=secret,
-        max_body_bytes=settings.max_body_bytes,
+    listen_host = host or settings.host
+    listen_port = settings.port if port is None else port
+    server = listening(
+        listen_host,
+        listen_port,
+        lambda: serve_gate(
+            rollout_gate,
+            listen_host,
+            listen_port,
+            token=token,
+            hmac_secret=secret,
+            max_body_bytes=settings.max_body_bytes,
+        ),
     )
     log.info(
         "rollout gate on http://%s:%d%s",

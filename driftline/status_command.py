@@ -235,7 +235,7 @@ def status(config_path: Path | None, as_json: bool) -> None:
 
     from driftline.cli import _config, open_store
 
-    config = _config(config_path)
+    config = _config(config_path, kafka_clients=True)
     started = time.monotonic()
     document = collect_status(config, open_store(config))
     if as_json:

@@ -196,3 +196,41 @@ def test_every_shipped_rule_links_a_runbook_page() -> None:
         for heading in ("## What it means", "## How to confirm", "## What to do"):
             assert heading in page, (rule.name, heading)
         assert ("## How to undo a rollback" in page) == (rule.action == "rollback")
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../outside", "nested/name"])
+def test_a_name_that_is_not_a_plain_file_name_is_refused(
+    config_path: Path, tmp_path: Path, name: str
+) -> None:
+    """ "../outside" wrote beside --out-dir, "" a hidden ".yml", "nested/name" a traceback."""
+    done = CliRunner().invoke(
+        main,
+        [
+            *("rules", "export", "--config", str(config_path)),
+            *("--out-dir", str(tmp_path / "out"), "--name", name),
+        ],
+    )
+    assert done.exit_code == 2, done.output
+    assert f"Invalid value for '--name': {name!r} is not a plain file name" in done.output
+    assert list(tmp_path.rglob("*.yml")) == []
+
+
+@pytest.mark.parametrize("blocked", ["out dir under a file", "rule file is a directory"])
+def test_an_export_that_cannot_be_written_is_an_error_naming_the_path(
+    config_path: Path, tmp_path: Path, blocked: str
+) -> None:
+    if blocked == "out dir under a file":
+        (tmp_path / "file").write_text("", encoding="utf-8")
+        out_dir = unwritable = tmp_path / "file" / "out"
+        reason = "Not a directory"
+    else:
+        out_dir = tmp_path / "out"
+        unwritable = out_dir / "driftline-rules.yml"
+        unwritable.mkdir(parents=True)
+        reason = "Is a directory"
+    done = CliRunner().invoke(
+        main, ["rules", "export", "--config", str(config_path), "--out-dir", str(out_dir)]
+    )
+    assert isinstance(done.exception, SystemExit), done.exception  # no traceback
+    assert done.exit_code == 1
+    assert f"cannot write {unwritable}: {reason}" in done.output

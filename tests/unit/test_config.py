@@ -55,6 +55,8 @@ def test_defaults_are_complete() -> None:
         ),
         ({"rules": [{**RULE, "for": math.nan}]}, "rules.r.for", "nan"),
         ({"rules": [{**RULE, "keep_firing_for": 1e306}]}, "rules.r.keep_firing_for", "1e+306"),
+        # An empty group aborted the process inside librdkafka, with no message at all.
+        ({"kafka": {"group_id": ""}}, "kafka.group_id", "''"),
     ],
 )
 def test_errors_name_key_and_value(data: dict[str, object], key: str, value: str) -> None:
@@ -96,7 +98,7 @@ def test_a_key_given_twice_is_an_error_naming_it_and_its_line(tmp_path: Path) ->
     path = tmp_path / "twice.yaml"
     path.write_text(
         "rules:\n"
-        "  - {name: slow, metric: driftline_latency_seconds, comparison: '>', threshold: 0.2}\n"
+        "  - {name: errors, metric: driftline_error_ratio, comparison: '>', threshold: 0.05}\n"
         "windows: {short_seconds: 300}\n"
         "rules: []\n",
         encoding="utf-8",
