@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -258,6 +259,7 @@ def test_every_dashboard_query_returns_data(ports: None, tmp_path: Path) -> None
                 30,
                 "the webhook receiver",
             )
+            assert _refused_without_credentials() == 401  # the receiver's refusals panel
             serving_since = time.monotonic()
             drill = _cli(
                 "drill", "--config", str(config_path), "--via", "webhook", "--timeout", "20"
@@ -335,6 +337,17 @@ def _empty_queries() -> dict[str, str]:
                 if not _query(query):
                     empty[f"{name} {where} {values['$window']}"] = query
     return empty
+
+
+def _refused_without_credentials() -> int:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{webhook_port()}/v1/alertmanager", data=b"{}", method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
 
 
 def _answers(url: str) -> bool:
