@@ -12,6 +12,13 @@ A tick, in order:
 5. Run every :class:`TickHook` on the complete snapshot (the alert rules, see
    ``alerting.alerting_step``).
 6. Publish the snapshot to the collector, in one swap.
+
+With ``leave_out_failures`` (the long-running evaluator, ``status``), steps 2 to 5 are guarded
+one model, and one part, at a time: state Redis cannot give back (a key edited by hand, a restore
+from another version) leaves that model's figures, or that part, out of the tick, logged and
+counted in ``driftline_evaluator_errors_total``, and every other model is still monitored.
+Backtest and the rollout gate want the error instead: a replay must not skip a model silently,
+nor a gate judge without figures.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -118,6 +126,7 @@ class Evaluator:
         clock_ms: Callable[[], int] = _wall_clock_ms,
         hooks: Iterable[TickHook] = (),
         lease: EvaluatorLease | None = None,
+        leave_out_failures: bool = False,
     ) -> None:
         self.config = config
         self.store = store
@@ -129,6 +138,9 @@ class Evaluator:
         self.hooks = list(hooks)
         self.lease = lease
         self.ticks = 0
+        self.leave_out_failures = leave_out_failures
+        self.errors: Counter[str] = Counter()  # by part: "model:<name>", "bad_events", ...
+        self._failing: set[str] = set()
         windows = config.windows
         self.window_seconds = {"short": windows.short_seconds, "long": windows.long_seconds}
         self.fast_window_seconds = config.drift.fast_window_seconds
@@ -161,20 +173,18 @@ class Evaluator:
         snapshot = Snapshot(taken_at_ms=now_ms)
         models = self.models()
         for model in models:
-            windows = self.read_model(model, now_ms)
-            for contributor in self.contributors:
-                contributor.contribute(windows, snapshot)
-            self._lifetime(model, now_ms, snapshot)
-        for name, count in self.store.totals(INVALID_EVENTS_MODEL).items():
-            if name.startswith(BAD_EVENTS_FIELD):
-                snapshot.add(names.BAD_EVENTS_TOTAL, (name[len(BAD_EVENTS_FIELD) :],), count)
+            # A model's figures go in whole or not at all: a contributor may fail half-way.
+            figures = Snapshot(taken_at_ms=now_ms)
+            if self._guarded(f"model:{model}", self._model_figures, model, now_ms, figures):
+                snapshot.samples += figures.samples
+        self._guarded("bad_events", self._bad_events, snapshot)
         if self.lag_reader is not None:
-            for (topic, partition), lag in sorted(self.lag_reader.read().items()):
-                labels = (self.lag_reader.group, topic, str(partition))
-                snapshot.add(names.CONSUMER_LAG, labels, lag)
+            self._guarded("consumer_lag", self._consumer_lag, self.lag_reader, snapshot)
         snapshot.add(names.MODELS, (), len(models))
         for hook in self.hooks:
-            hook.after_figures(snapshot)
+            self._guarded(type(hook).__name__, hook.after_figures, snapshot)
+        for part, count in sorted(self.errors.items()):
+            snapshot.add(names.EVALUATOR_ERRORS_TOTAL, (part,), count)
         dropped = _cap_series(snapshot, self.config.evaluator.max_series)
         snapshot.add(names.SERIES_DROPPED, (), dropped)
         self.ticks += 1
@@ -184,6 +194,40 @@ class Evaluator:
         snapshot.add(names.EVALUATOR_LEADER, (), 1)
         self.collector.publish(snapshot)
         return snapshot
+
+    def _guarded(self, part: str, step: Callable[..., None], *arguments: object) -> bool:
+        """Run one part of the tick; if it fails (and failures are left out), log and count it
+        and return False. The traceback is logged when a part starts failing, one line on each
+        tick after that."""
+        try:
+            step(*arguments)
+        except Exception as error:
+            if not self.leave_out_failures:
+                raise
+            self.errors[part] += 1
+            log.error(
+                "%s: left out of this tick: %s", part, error, exc_info=part not in self._failing
+            )
+            self._failing.add(part)
+            return False
+        self._failing.discard(part)
+        return True
+
+    def _model_figures(self, model: str, now_ms: int, figures: Snapshot) -> None:
+        windows = self.read_model(model, now_ms)
+        for contributor in self.contributors:
+            contributor.contribute(windows, figures)
+        self._lifetime(model, now_ms, figures)
+
+    def _bad_events(self, snapshot: Snapshot) -> None:
+        for name, count in self.store.totals(INVALID_EVENTS_MODEL).items():
+            if name.startswith(BAD_EVENTS_FIELD):
+                snapshot.add(names.BAD_EVENTS_TOTAL, (name[len(BAD_EVENTS_FIELD) :],), count)
+
+    @staticmethod
+    def _consumer_lag(reader: ConsumerLagReader, snapshot: Snapshot) -> None:
+        for (topic, partition), lag in sorted(reader.read().items()):
+            snapshot.add(names.CONSUMER_LAG, (reader.group, topic, str(partition)), lag)
 
     def _lifetime(self, model: str, now_ms: int, snapshot: Snapshot) -> None:
         for name, count in self.store.totals(model).items():

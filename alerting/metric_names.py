@@ -93,6 +93,13 @@ LAST_TICK = _metric(
     "When the last evaluator tick finished (Unix time).",
     (),
 )
+EVALUATOR_ERRORS_TOTAL = _metric(
+    "driftline_evaluator_errors_total",
+    "counter",
+    "Parts of evaluator ticks left out because they failed, by part: model:<name> (its stored"
+    " state is unreadable), bad_events, consumer_lag, or a hook (AlertingStep, ...); see the log.",
+    ("part",),
+)
 SERIES_DROPPED = _metric(
     "driftline_metrics_series_dropped",
     "gauge",
@@ -427,6 +434,7 @@ CATALOGUE: tuple[MetricName, ...] = (
     TICK_DURATION,
     TICKS_TOTAL,
     LAST_TICK,
+    EVALUATOR_ERRORS_TOTAL,
     SERIES_DROPPED,
     MODELS,
     EVALUATOR_LEADER,

@@ -64,7 +64,8 @@ def collect_status(config: Any, store: Any) -> dict[str, Any]:
     from alerting.snapshot import SnapshotCollector
     from consumers.label_consumer import labels_group
 
-    snapshot = Evaluator(config, store, SnapshotCollector()).tick()
+    evaluator = Evaluator(config, store, SnapshotCollector(), leave_out_failures=True)
+    snapshot = evaluator.tick()
     window = "short"
     models: dict[str, dict[str, Any]] = {}
     versions: dict[tuple[str, str, str], dict[str, Any]] = {}
@@ -142,6 +143,8 @@ def collect_status(config: Any, store: Any) -> dict[str, Any]:
             "labels": _lag(config, labels_group(config), config.topics.labels),
         },
         "evaluator_lease_holder": None if lease is None else str(lease),
+        # Models (model:<name>) or parts whose stored state could not be read: the log says why.
+        "unreadable": sorted(evaluator.errors),
     }
 
 
@@ -245,4 +248,6 @@ def status(config_path: Path | None, as_json: bool) -> None:
     if not console.is_terminal:  # piped or logged: no wrapping at 80 columns
         console = Console(width=200)
     console.print(_table(document))
+    if document["unreadable"]:
+        console.print(f"unreadable (see the log): {', '.join(document['unreadable'])}", style="red")
     console.print(f"(read in {time.monotonic() - started:.1f}s)", style="dim")

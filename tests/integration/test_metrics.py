@@ -13,13 +13,14 @@ import redis
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.parser import text_string_to_metric_families
 
+from alerting import metric_names as names
 from alerting.consumer_lag import ConsumerLagReader
 from alerting.evaluator import Evaluator
 from alerting.snapshot import SnapshotCollector
 from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import KeySchema
 from driftline.cli import layout_from_config
-from driftline.config import Config
+from driftline.config import Config, ModelConfig
 from tests.conftest import event_consumer, produce
 
 
@@ -144,3 +145,28 @@ def test_series_cap_drops_and_counts(
         s.value for s in snapshot.samples if s.metric.name == "driftline_metrics_series_dropped"
     ]
     assert dropped[0] > 0
+
+
+@pytest.mark.parametrize("runtime", ["confluent"])
+def test_a_model_whose_state_cannot_be_read_is_left_out_alone(
+    traffic: tuple[Config, RedisWindowStore, dict[str, np.ndarray]], redis_client: redis.Redis
+) -> None:
+    """A key edited by hand (here another model's totals made a string) failed every tick, so
+    no model had figures, for as long as the key stayed."""
+    config, store, _ = traffic
+    config = config.model_copy(update={"models": {**config.models, "broken": ModelConfig()}})
+    redis_client.set(store.keys.totals("broken"), "not a hash")
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):  # backtest, the gate
+        Evaluator(config, store, SnapshotCollector()).tick()
+    evaluator = Evaluator(config, store, SnapshotCollector(), leave_out_failures=True)
+    fraud = {"model": "fraud", "version": "v7", "deployment": "canary", "segment": ""}
+    for tick in (1, 2):
+        snapshot = evaluator.tick()
+        assert snapshot.value(names.EVENTS_TOTAL, **fraud) == 3000
+        assert snapshot.value(names.FRESHNESS, model="broken") is None
+        assert snapshot.value(names.EVALUATOR_ERRORS_TOTAL, part="model:broken") == tick
+        assert snapshot.value(names.TICKS_TOTAL) == tick
+    redis_client.delete(store.keys.totals("broken"))
+    snapshot = evaluator.tick()
+    assert snapshot.value(names.FRESHNESS, model="broken") is not None
+    assert snapshot.value(names.EVALUATOR_ERRORS_TOTAL, part="model:broken") == 2

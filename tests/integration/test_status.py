@@ -11,6 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from detectors.window_store import KeySchema
 from driftline.config import Config
 from tests.conftest import (
     REPO,
@@ -44,7 +47,7 @@ def _events(
     ]
 
 
-def _driftline(*arguments: str) -> subprocess.CompletedProcess[str]:
+def _driftline(*arguments: str, returncode: int = 0) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(
         [sys.executable, "-m", "driftline.cli", *arguments],
         cwd=REPO,
@@ -53,12 +56,15 @@ def _driftline(*arguments: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == returncode, done.stderr
     return done
 
 
 def test_status_reports_windows_lag_alerts_and_the_last_rollback(
-    stack_config: Callable[..., Config], kafka_bootstrap: str, tmp_path: Path
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
 ) -> None:
     config = stack_config(
         partitions=2,
@@ -68,7 +74,7 @@ def test_status_reports_windows_lag_alerts_and_the_last_rollback(
             "short_seconds": 60,
             "long_seconds": 120,
         },
-        models={"shop": {"stable_version": "v1"}},
+        models={"shop": {"stable_version": "v1"}, "broken": {}},
         rules=[
             {
                 "name": RULE,
@@ -100,7 +106,10 @@ def test_status_reports_windows_lag_alerts_and_the_last_rollback(
     produce(kafka_bootstrap, config.topics.events, [b"{}"] * 20, keys=[b"shop"] * 20)
     # One tick of the real evaluator: the rule fires (for: 0) and the rollback is rehearsed
     # (dry_run is the default); the engine saves its alert states in Redis.
-    _driftline("evaluate", "--config", str(config_path), "--once")
+    # Another model's state edited by hand: it is left out, and shop is still reported.
+    redis_client.set(KeySchema(config.redis.key_prefix).totals("broken"), "not a hash")
+    evaluate = _driftline("evaluate", "--config", str(config_path), "--once", returncode=1)
+    assert "Error: left out of the tick: model:broken" in evaluate.stderr
 
     document: dict[str, Any] = json.loads(
         _driftline("status", "--config", str(config_path), "--json").stdout
@@ -130,6 +139,7 @@ def test_status_reports_windows_lag_alerts_and_the_last_rollback(
     assert lag["events"]["messages"] == 20
     assert lag["labels"]["messages"] == 0  # nothing was ever published on the labels topic
     assert document["evaluator_lease_holder"] is None  # --once takes no lease
+    assert document["unreadable"] == ["model:broken"]
 
     table = _driftline("status", "--config", str(config_path)).stdout
     assert "shop" in table and "firing" in table and "dry_run v2 -> v1" in table
