@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["StoreStateLost"]
+__all__ = ["StoreStateInconsistent", "StoreStateLost"]
+
+
+class StoreStateInconsistent(RuntimeError):
+    """The store keeps refusing a batch as applied elsewhere, yet its checkpoints cover none of
+    it: the stored state contradicts itself (a key edited, or restored from another time, by
+    hand). Retrying cannot help, so the consumer stops without committing the batch.
+    """
 
 
 class StoreStateLost(RuntimeError):

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from consumers.applied_offsets import AppliedOffsets
 from consumers.batching import RefusedMessage
+from consumers.exceptions import StoreStateInconsistent
 from consumers.sequential_tracker import SequentialTracker
 from detectors.reference import Reference
 from detectors.sequential_detector import SequentialPolicy
@@ -38,6 +39,10 @@ Model names must start with a letter or digit, so no real model can collide with
 """
 
 BAD_EVENTS_FIELD = "bad_events|"
+
+REFUSALS_WITHOUT_PROGRESS = 3
+"""Refusals in a row that name no offset applied elsewhere before a batch is given up: the first
+has the sequential states reloaded, which settles a refusal a rebalance caused."""
 
 
 @dataclass(frozen=True)
@@ -90,13 +95,31 @@ class WindowWriter:
         return applied
 
     def write(self, batch: ModelBatch, now_ms: int) -> int:
-        """Apply ``batch``'s new events; returns how many events were applied."""
+        """Apply ``batch``'s new events; returns how many events were applied.
+
+        A refusal either names offsets applied elsewhere (a rebalance, a zombie), which the next
+        attempt leaves out, or has the sequential states reloaded. One that does neither, time
+        after time, would be retried forever: it raises :class:`StoreStateInconsistent`.
+        """
+        refusals_in_a_row = 0
         while True:
-            batch = self._unapplied(batch)
-            if len(batch) == 0:
+            remaining = self._unapplied(batch)
+            if len(remaining) == 0:
                 return 0
+            if len(remaining) < len(batch):
+                refusals_in_a_row = 0  # the refusal named offsets applied elsewhere: progress
+            batch = remaining
             if self._apply(self.window_update(batch, now_ms)):
                 return len(batch)
+            refusals_in_a_row += 1
+            if refusals_in_a_row == REFUSALS_WITHOUT_PROGRESS:
+                raise StoreStateInconsistent(
+                    f"model {batch.model}: the store refused a batch {refusals_in_a_row} times as"
+                    " applied elsewhere, but its checkpoints cover none of it (partitions"
+                    f" {sorted(set(batch.partitions.tolist()))}): its stored state contradicts"
+                    " itself, for example a sequential state edited or restored by hand. Delete"
+                    " the model's `sequential` hash (its drift test starts afresh) and restart."
+                )
 
     def window_update(self, batch: ModelBatch, now_ms: int) -> WindowUpdate:
         """``batch``'s window update, with its sequential states and alarms; not yet applied."""

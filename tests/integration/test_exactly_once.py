@@ -179,3 +179,39 @@ def _check_sequential_state(
                 version,
                 part,
             )
+
+
+def test_a_sequential_state_contradicting_its_checkpoint_stops_the_consumer_clearly(
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A state whose offset disagrees with the checkpoint (edited or restored by hand) was refused
+    as applied elsewhere, again and again: the consumer spun at full CPU, committed nothing and
+    never went idle."""
+    config = stack_config(partitions=1)
+    config_path = write_config(config, tmp_path)
+    _import_reference(config_path, tmp_path)
+    spec = TrafficSpec("fraud", "v1", feature_count=3)
+    start_ms = int(time.time() * 1000) - 60_000
+    events = [
+        raw for raw, _ in synthetic_events(spec, 400, start_ms=start_ms, rate_per_s=10, seed=3)
+    ]
+    consume = ["consume", "--config", str(config_path), "--exit-when-idle", "2"]
+    produce(kafka_bootstrap, config.topics.events, events[:200], [b"fraud"] * 200)
+    first = CliRunner().invoke(main, consume)
+    assert first.exit_code == 0, first.output
+    sequential = KeySchema(config.redis.key_prefix).sequential_states("fraud")
+    redis_client.hset(sequential, "state:0", "{}")  # a state of offset -1, behind its checkpoint
+    produce(kafka_bootstrap, config.topics.events, events[200:], [b"fraud"] * 200)
+    second = CliRunner().invoke(main, consume)
+    assert second.exit_code == 1, second.output
+    assert "model fraud: the store refused a batch 3 times" in second.output
+    group = config.kafka.group_id
+    assert committed_offsets(kafka_bootstrap, group, config.topics.events, 1) == [200]
+    redis_client.delete(sequential)  # what the message says to do
+    third = CliRunner().invoke(main, consume)
+    assert third.exit_code == 0, third.output
+    assert committed_offsets(kafka_bootstrap, group, config.topics.events, 1) == [400]
+    assert _store(config, redis_client).totals("fraud")[f"v1|stable||{Metric.EVENTS}"] == 400
