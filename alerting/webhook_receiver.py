@@ -15,8 +15,9 @@ count of refusals by status (``driftline_webhook_requests_refused_total``):
 Then each firing rollback alert of a known ``action: rollback`` rule is claimed once per
 (fingerprint, start) in Redis, so Alertmanager's re-sends and retries are acknowledged without
 acting twice, and handed to the rollback executor (which decides once per incident, across both
-paths). Resolved alerts are acknowledged and ignored. An unexpected failure (Redis down) answers
-503 and releases the claim, so Alertmanager's retry is handled.
+paths). Resolved alerts are acknowledged and ignored. An unexpected failure (Redis down, a
+model's state unreadable) answers 503 and releases that alert's claim, so Alertmanager's retry is
+handled; the other alerts of the request are handled all the same, and count as duplicates then.
 """
 
 from __future__ import annotations
@@ -158,6 +159,16 @@ class BadRequest(ValueError):
     """The request is refused with 400; nothing was changed."""
 
 
+class AlertsFailed(RuntimeError):
+    """Some alerts of a request failed, and the others were handled: answered with 503, so that
+    Alertmanager sends the request again, when the alerts handled count as duplicates."""
+
+    def __init__(self, results: list[dict[str, Any]]) -> None:
+        failed = [result["fingerprint"] for result in results if result["outcome"] == "failed"]
+        super().__init__(f"alert(s) {', '.join(failed)} failed; the others were handled")
+        self.results = results
+
+
 class WebhookReceiver:
     """The request handling, independent of the HTTP server (``serve`` wires it to one)."""
 
@@ -224,9 +235,25 @@ class WebhookReceiver:
         return payload
 
     def act(self, payload: AlertmanagerPayload) -> list[dict[str, Any]]:
+        """Each alert's result. Alerts are handled one by one, so one that fails (its model's
+        state unreadable in Redis) does not keep the others of its group from acting; the
+        request then raises :class:`AlertsFailed`, for Alertmanager to send it again."""
         results = []
         for alert in payload.alerts:
-            results.append(self._act_on(alert))
+            try:
+                results.append(self._act_on(alert))
+            except Exception as error:
+                log.exception("webhook: alert %s failed; to be sent again", alert.fingerprint)
+                results.append(
+                    {
+                        "fingerprint": alert.fingerprint,
+                        "alertname": alert.labels.get("alertname", ""),
+                        "outcome": "failed",
+                        "error": str(error),
+                    }
+                )
+        if any(result["outcome"] == "failed" for result in results):
+            raise AlertsFailed(results)
         return results
 
     def _act_on(self, alert: AlertmanagerAlert) -> dict[str, Any]:
@@ -319,6 +346,10 @@ class _Handler(JsonRequestHandler):
             return
         try:
             results = receiver.act(payload)
+        except AlertsFailed as failed:
+            answer = {"error": str(failed), "results": failed.results}
+            self._answer(HTTPStatus.SERVICE_UNAVAILABLE.value, answer)
+            return
         except Exception as error:
             log.exception("webhook: handling failed; Alertmanager will retry")
             self._answer(HTTPStatus.SERVICE_UNAVAILABLE.value, {"error": str(error)})

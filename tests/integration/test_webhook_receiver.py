@@ -256,6 +256,28 @@ def test_firing_alert_acts_once_however_often_it_is_sent(receiver: Receiver) -> 
     assert len(receiver.actions.requests) == 1 and len(receiver.ledger.audit_entries()) == 1
 
 
+def test_one_alert_failing_keeps_neither_the_others_from_acting_nor_itself_from_retrying(
+    receiver: Receiver,
+) -> None:
+    """One model's unreadable state answered 503 for the whole group, before the other alerts
+    were even looked at: each retry failed the same way, and no alert of the group acted."""
+    broken = receiver.ledger.keys.last_rollback("live", "shop")
+    receiver.client.set(broken, "not a time")
+    shop = _payload()
+    other = _payload(model="other")["alerts"][0] | {"fingerprint": "1d5e4c3b2a1f0e99"}
+    body = json.dumps({**shop, "alerts": [*shop["alerts"], other]}).encode()
+    status, answer = receiver.post(body, _bearer())
+    assert status == 503, answer
+    assert [result["outcome"] for result in answer["results"]] == ["failed", "handled"]
+    assert receiver.actions.received("POST", "/order") == []  # other has no version to go to
+    receiver.client.delete(broken)
+    status, answer = receiver.post(body, _bearer())  # Alertmanager's retry
+    assert status == 200, answer
+    assert [result["outcome"] for result in answer["results"]] == ["handled", "duplicate"]
+    [order] = receiver.actions.received("POST", "/order")
+    assert json.loads(order.body)["model"] == "shop"
+
+
 def test_refuses_to_start_without_a_secret_unless_dev(
     stack_config: Callable[..., Config], redis_client: redis.Redis
 ) -> None:
