@@ -1,7 +1,9 @@
 -- Apply one model's window update atomically with its offset checkpoints.
 -- Contract: see detectors/window_store.py (WindowStore.apply) and stores/redis_store.py (argument
 -- layout). Either everything below is written, or (a partition's checkpoint is already at or past
--- the update's first offset) nothing is, and the current checkpoints are returned.
+-- the update's first offset) nothing is, and the current checkpoints are returned. Redis does not
+-- undo a script that fails half-way: a key of the wrong type or a counter that is not a number
+-- (both only by hand) keeps the writes made before it, the checkpoint included.
 --
 -- KEYS[1] checkpoints hash, KEYS[2] totals hash, KEYS[3] meta hash, KEYS[4] sequential states
 -- hash, KEYS[5] sequential alarms hash,
