@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["StoreStateInconsistent", "StoreStateLost"]
+__all__ = ["StorePositionsPastTheEnd", "StoreStateInconsistent", "StoreStateLost"]
+
+
+class StorePositionsPastTheEnd(RuntimeError):
+    """The store has applied offsets a partition never reached: the topic was recreated, or the
+    consumer reads another Kafka cluster than the one the store was filled from. Every new event
+    below those offsets would count as already applied, so the consumer stops, applying nothing.
+    """
 
 
 class StoreStateInconsistent(RuntimeError):

@@ -18,12 +18,14 @@ Auto-commit is off. On assignment (cooperative-sticky, so ``incremental_assign``
 resumes from the later of Kafka's committed offset and the store's resume hint (a hint ahead of
 the commit is committed too, since the state covers it); if Kafka has a commit but the store has
 no hint, the store lost its state, and the partition seeks back one long window by timestamp to
-rebuild it. SIGTERM (``stop()``) finishes the batch, commits synchronously
-and leaves the group.
+rebuild it; a hint past the partition's end (the topic was recreated) stops the consumer with
+``StorePositionsPastTheEnd`` before anything is applied. SIGTERM (``stop()``) finishes the batch,
+commits synchronously and leaves the group.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -46,7 +48,7 @@ from consumers.batch_applier import (
     RawBatch,
     binning_from_config,
 )
-from consumers.exceptions import StoreStateLost
+from consumers.exceptions import StorePositionsPastTheEnd, StoreStateLost
 from consumers.kafka_queries import ask_kafka
 from detectors.window_store import WindowStore
 from detectors.window_update import FeatureBinner
@@ -116,6 +118,8 @@ class EventConsumer:
         self._stopping = threading.Event()
         self._closing = False
         self._applied_next_offsets: dict[int, int] = {}
+        # Found in a rebalance callback, raised by the loop: librdkafka mangles callback errors.
+        self._past_the_end: StorePositionsPastTheEnd | None = None
         # What the broker acknowledged: an async commit lost in a rebalance is sent again.
         self._confirmed_next_offsets: dict[int, int] = {}
         self._last_recommit = 0.0
@@ -141,6 +145,8 @@ class EventConsumer:
                 messages = self._consumer.consume(
                     settings.batch_size, timeout=settings.poll_timeout_seconds
                 )
+                if self._past_the_end is not None:
+                    raise self._past_the_end
                 if not messages:
                     self._recommit_unconfirmed()
                     if max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
@@ -266,10 +272,33 @@ class EventConsumer:
                 rebuild.append((assigned, kafka_offset))
             else:
                 assigned.offset = OFFSET_INVALID  # auto.offset.reset decides
+        self._check_positions_within_the_log(consumer, partitions, hints)
         if rebuild:
             self._seek_back_one_long_window(consumer, rebuild)
         log.info("assigned %s", [(tp.partition, tp.offset) for tp in partitions])
         consumer.incremental_assign(partitions)
+
+    def _check_positions_within_the_log(
+        self, consumer: Consumer, partitions: list[TopicPartition], hints: dict[int, int]
+    ) -> None:
+        """Note a store position past its partition's end, for the loop to stop on."""
+        for assigned in partitions:
+            hint = hints.get(assigned.partition)
+            if hint is None:
+                continue
+            ask = functools.partial(consumer.get_watermark_offsets, assigned, timeout=30)
+            _, end = ask_kafka(ask)
+            if hint > end:
+                self._applied_next_offsets.pop(assigned.partition, None)  # never commit it
+                self._past_the_end = StorePositionsPastTheEnd(
+                    f"{self.topic} partition {assigned.partition}: the store has applied it up to"
+                    f" offset {hint}, but it ends at {end}: was the topic recreated, or is this"
+                    " another Kafka cluster? Every new event below that offset would count as"
+                    " already applied, so nothing is consumed. If the topic was recreated, delete"
+                    " its positions and checkpoints from the store (docs/operations.md,"
+                    " 'A recreated topic') and restart."
+                )
+                return
 
     def _seek_back_one_long_window(
         self, consumer: Consumer, rebuild: list[tuple[TopicPartition, int]]

@@ -140,7 +140,7 @@ def main(log_level: str) -> None:
 @exit_when_idle_option
 def consume(config_path: Path | None, runtime: str, exit_when_idle: float | None) -> None:
     """Consume the events topic into the Redis windows (exactly once)."""
-    from consumers.exceptions import StoreStateInconsistent
+    from consumers.exceptions import StorePositionsPastTheEnd, StoreStateInconsistent
     from consumers.kafka_consumer import EventConsumer
 
     config = _config(config_path, kafka_clients=True)
@@ -161,7 +161,7 @@ def consume(config_path: Path | None, runtime: str, exit_when_idle: float | None
     started = time.monotonic()
     try:
         consumer.run(max_idle_s=exit_when_idle)
-    except StoreStateInconsistent as error:  # nothing of the batch is committed
+    except (StoreStateInconsistent, StorePositionsPastTheEnd) as error:  # nothing is committed
         raise click.ClickException(str(error)) from None
     log.info(
         "stopped after %d batches, %d events applied in %.1fs",

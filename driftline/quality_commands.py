@@ -30,6 +30,7 @@ def consume_labels(config_path: Path | None, runtime: str, exit_when_idle: float
 
     Runs in the consumer group <kafka.group_id>-labels, beside `driftline consume`.
     """
+    from consumers.exceptions import StorePositionsPastTheEnd
     from consumers.label_consumer import LabelConsumer, labels_group
     from driftline.cli import _config, _stop_on_signals, open_store
     from driftline.config import ConfigError
@@ -50,7 +51,10 @@ def consume_labels(config_path: Path | None, runtime: str, exit_when_idle: float
     _stop_on_signals(consumer.stop)
     started = time.monotonic()
     log.info("consuming %s as group %s", config.topics.labels, labels_group(config))
-    consumer.run(max_idle_s=exit_when_idle)
+    try:
+        consumer.run(max_idle_s=exit_when_idle)
+    except StorePositionsPastTheEnd as error:  # nothing is committed
+        raise click.ClickException(str(error)) from None
     log.info(
         "stopped after %d batches, %d labels applied in %.1fs",
         consumer.batches,

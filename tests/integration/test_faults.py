@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, TopicPartition
 
 from consumers.batching import BatchAssembler
 from consumers.kafka_consumer import binning_from_config
+from consumers.label_consumer import labels_group
 from consumers.window_writer import BAD_EVENTS_FIELD, INVALID_EVENTS_MODEL, WindowWriter
+from detectors.label_update import LABELS_CHECKPOINT_SPACE
 from detectors.stores.memory_store import MemoryWindowStore
 from detectors.stores.redis_store import RedisWindowStore
 from detectors.window_store import KeySchema
@@ -35,6 +39,7 @@ from tests.conftest import (
 )
 
 KILLS = 20
+DRIFTLINE = (sys.executable, "-m", "driftline.cli")
 
 
 def test_twenty_random_sigkills_lose_and_double_count_nothing(
@@ -202,6 +207,67 @@ def test_commit_lost_with_its_consumer_is_made_by_the_next_owner(
         redis_client, layout_from_config(config), KeySchema(config.redis.key_prefix)
     )
     assert store.totals("fraud") == {"v1|stable||events": 3000}
+
+
+@pytest.mark.parametrize("command", ["consume", "consume-labels"])
+def test_store_positions_past_the_topics_end_stop_the_consumer_before_it_skips_anything(
+    command: str,
+    stack_config: Callable[..., Config],
+    kafka_bootstrap: str,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """As after the topic is deleted and created again: the store remembers offsets up to 5,000,
+    the new partition holds 300. The consumer started there, Kafka reset it to the beginning, and
+    every event was dropped as already applied, and committed, without a word."""
+    config = stack_config(partitions=1)
+    config_path = write_config(config, tmp_path)
+    if command == "consume":
+        topic, group = config.topics.events, config.kafka.group_id
+        spec = TrafficSpec("fraud", "v1", feature_count=2)
+        now_ms = int(time.time() * 1000)
+        values = [
+            raw for raw, _ in synthetic_events(spec, 300, start_ms=now_ms, rate_per_s=100, seed=2)
+        ]
+    else:
+        topic, group = config.topics.labels, labels_group(config)
+        values = [json.dumps({"event_id": f"e{n}", "label": "yes"}).encode() for n in range(300)]
+    produce(kafka_bootstrap, topic, values, [b"fraud"] * 300)
+    store = RedisWindowStore(
+        redis_client, layout_from_config(config), KeySchema(config.redis.key_prefix)
+    )
+    store.save_consumer_positions(group, topic, {0: 5000})
+    space = "" if command == "consume" else LABELS_CHECKPOINT_SPACE
+    redis_client.hset(KeySchema(config.redis.key_prefix).checkpoints("fraud", space), "0", 4999)
+    done = subprocess.run(
+        [*DRIFTLINE, command, "--config", str(config_path), "--exit-when-idle", "3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1, done.stderr
+    expected = f"Error: {topic} partition 0: the store has applied it up to offset 5000, but it"
+    assert f"{expected} ends at 300" in done.stderr
+    assert committed_offsets(kafka_bootstrap, group, topic, 1) == [OFFSET_INVALID]  # none
+    assert store.totals("fraud") == {}
+    # docs/operations.md, "A recreated topic": forget its positions and checkpoints, restart.
+    prefix, suffix = config.redis.key_prefix, f":{space}" if space else ""
+    redis_client.delete(
+        f"{prefix}:{{consumer:{group}}}:positions:{topic}",
+        *redis_client.scan_iter(match=f"{prefix}:*:checkpoints{suffix}"),
+    )
+    done = subprocess.run(
+        [*DRIFTLINE, command, "--config", str(config_path), "--exit-when-idle", "3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert committed_offsets(kafka_bootstrap, group, topic, 1) == [300]
+    if command == "consume":
+        assert store.totals("fraud") == {"v1|stable||events": 300}
 
 
 @pytest.mark.parametrize("consumer_running", [False, True], ids=["restarted", "running"])
