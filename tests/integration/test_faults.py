@@ -209,6 +209,16 @@ def test_commit_lost_with_its_consumer_is_made_by_the_next_owner(
     assert store.totals("fraud") == {"v1|stable||events": 3000}
 
 
+def _consume_until_idle(command: str, config_path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*DRIFTLINE, command, "--config", str(config_path), "--exit-when-idle", "3"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize("command", ["consume", "consume-labels"])
 def test_store_positions_past_the_topics_end_stop_the_consumer_before_it_skips_anything(
     command: str,
@@ -239,13 +249,7 @@ def test_store_positions_past_the_topics_end_stop_the_consumer_before_it_skips_a
     store.save_consumer_positions(group, topic, {0: 5000})
     space = "" if command == "consume" else LABELS_CHECKPOINT_SPACE
     redis_client.hset(KeySchema(config.redis.key_prefix).checkpoints("fraud", space), "0", 4999)
-    done = subprocess.run(
-        [*DRIFTLINE, command, "--config", str(config_path), "--exit-when-idle", "3"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _consume_until_idle(command, config_path)
     assert done.returncode == 1, done.stderr
     expected = f"Error: {topic} partition 0: the store has applied it up to offset 5000, but it"
     assert f"{expected} ends at 300" in done.stderr
@@ -257,13 +261,7 @@ def test_store_positions_past_the_topics_end_stop_the_consumer_before_it_skips_a
         f"{prefix}:{{consumer:{group}}}:positions:{topic}",
         *redis_client.scan_iter(match=f"{prefix}:*:checkpoints{suffix}"),
     )
-    done = subprocess.run(
-        [*DRIFTLINE, command, "--config", str(config_path), "--exit-when-idle", "3"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _consume_until_idle(command, config_path)
     assert done.returncode == 0, done.stderr
     assert committed_offsets(kafka_bootstrap, group, topic, 1) == [300]
     if command == "consume":
