@@ -26,12 +26,6 @@ __all__ = ["drill", "rules", "webhook"]
 log = logging.getLogger("driftline")
 
 
-def _load(path: Path | None, *, kafka_clients: bool = False) -> Config:
-    from driftline.cli import _config
-
-    return _config(path, kafka_clients=kafka_clients)
-
-
 def _redis(config: Config) -> Any:
     from driftline.cli import open_store
 
@@ -80,8 +74,9 @@ def export(config_path: Path | None, out_dir: Path, name: str, verify: bool) -> 
     """Write the rules as a Prometheus rule file and a promtool test file."""
     from alerting.rule_engine import check_rules
     from alerting.rule_export import prometheus_rule_file, promtool_test_file
+    from driftline.cli import _config
 
-    config = _load(config_path)
+    config = _config(config_path)
     if not config.rules:
         raise click.ClickException("the config has no rules to export")
     try:
@@ -153,9 +148,9 @@ def webhook(config_path: Path | None, host: str | None, port: int | None, dev: b
     from alerting.rollback_executor import RollbackExecutor
     from alerting.rollback_ledger import AlertingKeys, RedisRollbackLedger
     from alerting.webhook_receiver import PATH, WebhookReceiver, load_secrets, serve
-    from driftline.cli import _stop_on_signals, listening
+    from driftline.cli import _config, _stop_on_signals, listening
 
-    config = _load(config_path, kafka_clients=True)  # a rollback action may produce to Kafka
+    config = _config(config_path, kafka_clients=True)  # a rollback action may produce to Kafka
     settings = config.alerting.webhook
     try:
         token, secret = load_secrets(settings)
@@ -233,8 +228,9 @@ def drill(
 ) -> None:
     """Send a synthetic rollback incident through the real path (dry run unless --execute)."""
     from alerting.drill import run_drill
+    from driftline.cli import _config
 
-    config = _load(config_path)
+    config = _config(config_path)
     try:
         entry = run_drill(
             config,

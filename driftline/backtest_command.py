@@ -105,13 +105,11 @@ def backtest(
     from alerting.drift_figures import DriftTransition
     from detectors.reference import Reference, ReferenceFormatError
     from driftline.backtest import Backtest, event_time
-    from driftline.config import ConfigError, load_config
+    from driftline.cli import _config
+    from driftline.config import ConfigError
     from driftline.label_replay import label_time
 
-    try:
-        config = load_config(config_path)
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
+    config = _config(config_path)
     references = []
     for path in reference_paths:
         try:

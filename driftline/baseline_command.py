@@ -38,15 +38,6 @@ output_option = click.option(
 model_option = click.option("--model", required=True, help="Model name.")
 
 
-def _load_config(path: Path | None) -> Config:
-    from driftline.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
-
-
 def _references(config: Config) -> tuple[RedisReferenceStore, Any]:
     """The Redis reference store, and the window store beside it."""
     from detectors.stores.redis_reference_store import RedisReferenceStore
@@ -114,10 +105,11 @@ def build(
     a file."""
     from detectors.reference import ReferenceFormatError
     from detectors.reference_builder import ReferenceBuilder, ReferenceCounter
+    from driftline.cli import _config
     from driftline.events import InferenceEvent, decode_event
     from driftline.line_files import nonblank_lines, pipes_copied
 
-    config = _load_config(config_path)
+    config = _config(config_path)
     if output_path is None and not to_store:
         raise click.UsageError("say where the reference goes: --output FILE and/or --store")
     builder = ReferenceBuilder(
@@ -208,8 +200,9 @@ def freeze(
     from detectors.reference_builder import freeze_window
     from detectors.series import Series
     from detectors.window_summary import SeriesWindow, summarise
+    from driftline.cli import _config
 
-    config = _load_config(config_path)
+    config = _config(config_path)
     store, windows = _references(config)
     current = store.load(model)
     if current is None:
@@ -243,8 +236,9 @@ def freeze(
 def import_reference(config_path: Path | None, reference_path: Path) -> None:
     """Make a reference file its model's reference in Redis."""
     from detectors.reference import Reference, ReferenceFormatError
+    from driftline.cli import _config
 
-    config = _load_config(config_path)
+    config = _config(config_path)
     try:
         reference = Reference.from_json(reference_path.read_bytes())
     except (OSError, ReferenceFormatError) as error:
@@ -261,8 +255,9 @@ def import_reference(config_path: Path | None, reference_path: Path) -> None:
 def export_reference(config_path: Path | None, model: str, output_path: Path | None) -> None:
     """Write a model's reference from Redis to a file (or stdout)."""
     from detectors.reference import ReferenceFormatError
+    from driftline.cli import _config
 
-    config = _load_config(config_path)
+    config = _config(config_path)
     store, _ = _references(config)
     try:
         reference = store.load(model)
@@ -284,7 +279,9 @@ def export_reference(config_path: Path | None, model: str, output_path: Path | N
 @model_option
 def delete_reference(config_path: Path | None, model: str) -> None:
     """Remove a model's reference (it is then monitored without drift figures)."""
-    config = _load_config(config_path)
+    from driftline.cli import _config
+
+    config = _config(config_path)
     store, _ = _references(config)
     if not store.delete(model):
         raise click.ClickException(f"model {model!r} has no reference")

@@ -22,11 +22,11 @@ Defaults, and why:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
-from driftline.alerting_config import parse_duration
+from driftline.alerting_config import Duration
 from driftline.strict_config import StrictConfig
 
 __all__ = [
@@ -39,7 +39,6 @@ __all__ = [
     "RolloutStep",
 ]
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 CheckFigure = Literal[
     "accuracy",
